@@ -1,0 +1,132 @@
+"""The block-sparse attention entry point: :func:`block_sparse_attention` and backend selection."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .kernels import BACKENDS
+from .mask import BlockSparseMask
+
+_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def backend_status(device: torch.device | str | None = None) -> dict[str, str | None]:
+    """Per backend, ``None`` if it runs on ``device`` (default: CUDA if present, else CPU), else why not."""
+    device = _default_device(device)
+    return {name: backend.unavailable_reason(device) for name, backend in BACKENDS.items()}
+
+
+def list_backends(device: torch.device | str | None = None) -> list[str]:
+    """Backends that can run on ``device`` (default: CUDA if present, else CPU), in registry order."""
+    return [name for name, reason in backend_status(device).items() if reason is None]
+
+
+def _default_device(device: torch.device | str | None) -> torch.device:
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def select_backend(q: torch.Tensor, mask: BlockSparseMask, return_lse: bool = False) -> str:
+    """The backend ``"auto"`` runs for this call.
+
+    On a CUDA GPU: ``triton`` (fastest; measured in ``benchmarks/attention.py``), else ``flex``, else
+    ``reference``. On a CPU: compiled ``flex`` (skips masked blocks; its first call for a shape compiles,
+    10-20 s on two cores), else ``reference``. Triton never runs on a CPU under ``auto``: its interpreter
+    is for tests. A backend that cannot take the call (dtype, head dim, block size) is passed over.
+    """
+    order = ("triton", "flex", "reference") if q.device.type == "cuda" else ("flex", "reference")
+    for name in order:
+        backend = BACKENDS[name]
+        if (
+            backend.unavailable_reason(q.device) is None
+            and backend.unsupported_reason(q, mask, return_lse) is None
+        ):
+            return name
+    return "reference"
+
+
+def _check_inputs(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: BlockSparseMask) -> None:
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        if not isinstance(t, torch.Tensor):
+            raise ValueError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+        if t.dim() != 4:
+            raise ValueError(f"{name} must have shape (B, H, N, D), got {tuple(t.shape)}")
+        if t.dtype not in _DTYPES:
+            raise ValueError(f"{name} must be a floating tensor (fp16, bf16, fp32, fp64), got {t.dtype}")
+    if not (q.dtype == k.dtype == v.dtype):
+        raise ValueError(f"q, k and v must share a dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
+    if not (q.device == k.device == v.device):
+        raise ValueError(f"q, k and v must be on one device, got {q.device}, {k.device}, {v.device}")
+    if k.shape != v.shape:
+        raise ValueError(
+            f"k and v must have the same shape (B, H, Nk, D), got {tuple(k.shape)} and {tuple(v.shape)}"
+        )
+    if q.shape[:2] != k.shape[:2] or q.shape[-1] != k.shape[-1]:
+        raise ValueError(
+            f"q {tuple(q.shape)} and k {tuple(k.shape)} must agree on batch, heads and head dim (B, H, *, D)"
+        )
+    if not isinstance(mask, BlockSparseMask):
+        raise ValueError(f"mask must be a dit_sparse.BlockSparseMask, got {type(mask).__name__}")
+    B, H, Nq, _ = q.shape
+    if mask.seq_len != (Nq, k.shape[2]):
+        raise ValueError(
+            f"mask was built for seq_len {mask.seq_len}, but q and k have {(Nq, k.shape[2])} tokens"
+        )
+    if mask.num_heads != H:
+        raise ValueError(f"mask has {mask.num_heads} heads, q has {H}")
+    if mask.batch not in (1, B):
+        raise ValueError(f"mask batch must be 1 or the batch size {B}, got {mask.batch}")
+    if mask.device != q.device:
+        raise ValueError(f"mask is on {mask.device} but q is on {q.device}; move it with mask.to(q.device)")
+
+
+def block_sparse_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    mask: BlockSparseMask,
+    *,
+    backend: str = "auto",
+    scale: float | None = None,
+    return_lse: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """Attention of ``q`` over ``k, v`` computed only on the blocks that ``mask`` keeps.
+
+    Args:
+        q (`torch.Tensor` of shape ``(B, H, Nq, D)``): queries.
+        k, v (`torch.Tensor` of shape ``(B, H, Nk, D)``): keys and values, same dtype and device as ``q``.
+        mask (`BlockSparseMask`): kept blocks for ``seq_len == (Nq, Nk)``, with ``H`` heads and batch 1
+            (broadcast) or ``B``, on ``q``'s device.
+        backend (`str`, defaults to ``"auto"``): ``"reference"``, ``"flex"``, ``"triton"`` or ``"auto"``
+            (see :func:`select_backend`).
+        scale (`float`, optional): softmax scale; defaults to ``1 / sqrt(D)``.
+        return_lse (`bool`, defaults to False): also return the log-sum-exp of each row's kept scores,
+            ``(B, H, Nq)`` fp32 in natural-log units (``-inf`` for rows with no kept block).
+
+    Returns:
+        ``(B, H, Nq, D)`` in ``q``'s dtype, and the LSE when ``return_lse`` is set.
+
+    Example:
+        >>> import torch, dit_sparse as ds
+        >>> q = k = v = torch.randn(1, 2, 300, 64)
+        >>> blocks = torch.ones(1, 2, 3, 3, dtype=torch.bool).tril()
+        >>> mask = ds.BlockSparseMask.from_dense(blocks, block_size=128, seq_len=(300, 300))
+        >>> ds.block_sparse_attention(q, k, v, mask, backend="reference").shape
+        torch.Size([1, 2, 300, 64])
+    """
+    _check_inputs(q, k, v, mask)
+    if scale is None:
+        scale = 1.0 / math.sqrt(q.shape[-1])
+    if backend == "auto":
+        backend = select_backend(q, mask, return_lse)
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; choose one of {['auto', *BACKENDS]}")
+    chosen = BACKENDS[backend]
+    reason = chosen.unavailable_reason(q.device) or chosen.unsupported_reason(q, mask, return_lse)
+    if reason is not None:
+        raise ValueError(f"backend {backend!r} cannot run this call: {reason}")
+    out, lse = chosen.forward(q, k, v, mask, float(scale), return_lse)
+    return (out, lse) if return_lse else out

@@ -1,0 +1,1 @@
+"""The ``dit-sparse`` command line: one module per subcommand, each with ``add_parser`` and ``run``."""

@@ -1,0 +1,66 @@
+"""Attention kernels behind :func:`dit_sparse.block_sparse_attention`, one module per backend.
+
+Each backend is a :class:`Backend`: a forward function ``(q, k, v, mask, scale, return_lse) -> (out,
+lse | None)``, a check of whether it can run on a device at all, and a check of whether it supports a
+given call (dtype, head dim, block size). ``reference`` is the exact twin the others are tested against.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from ..mask import BlockSparseMask
+from .flex import flex_block_sparse_attention, flex_unavailable_reason, flex_unsupported_reason
+from .reference import reference_block_sparse_attention
+from .triton_block_sparse import (
+    triton_block_sparse_attention,
+    triton_unavailable_reason,
+    triton_unsupported_reason,
+)
+
+ForwardFn = Callable[..., tuple[torch.Tensor, "torch.Tensor | None"]]
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str
+    forward: ForwardFn
+    unavailable_reason: Callable[[torch.device | None], str | None]
+    unsupported_reason: Callable[[torch.Tensor, BlockSparseMask, bool], str | None]
+    description: str
+
+
+def _always_available(device: torch.device | None = None) -> str | None:
+    return None
+
+
+def _reference_unsupported(q: torch.Tensor, mask: BlockSparseMask, return_lse: bool) -> str | None:
+    return None
+
+
+BACKENDS: dict[str, Backend] = {
+    "reference": Backend(
+        "reference",
+        reference_block_sparse_attention,
+        _always_available,
+        _reference_unsupported,
+        "exact masked SDPA; allocates N x N (tests and small inputs)",
+    ),
+    "flex": Backend(
+        "flex",
+        flex_block_sparse_attention,
+        flex_unavailable_reason,
+        flex_unsupported_reason,
+        "compiled torch FlexAttention with the block table; CPU and GPU",
+    ),
+    "triton": Backend(
+        "triton",
+        triton_block_sparse_attention,
+        triton_unavailable_reason,
+        triton_unsupported_reason,
+        "block-sparse flash-attention forward in Triton; CUDA (CPU only under TRITON_INTERPRET=1)",
+    ),
+}

@@ -1,0 +1,61 @@
+"""GPU-only checks: bf16 (which the Triton interpreter cannot run) and a coarse speed ordering.
+
+The speed check is a sanity bound (10% density must beat dense by any margin), not a goal; speed goals
+are measured by ``benchmarks/attention.py``.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from _helpers import assert_within_tolerance, random_blocks
+from conftest import requires_cuda
+
+import dit_sparse as ds
+
+pytestmark = [requires_cuda, pytest.mark.gpu]
+
+
+@pytest.mark.parametrize("backend", ["triton", "flex"])
+@pytest.mark.parametrize("D", [64, 128])
+def test_bf16_matches_reference(backend, D):
+    n, H = 4000, 4
+    blocks = random_blocks(1, H, 32, 32, 0.2).cuda()
+    mask = ds.BlockSparseMask.from_dense(blocks, 128, (n, n))
+    q, k, v = (torch.randn(2, H, n, D, device="cuda", dtype=torch.bfloat16) for _ in range(3))
+    out = ds.block_sparse_attention(q, k, v, mask, backend=backend)
+    assert_within_tolerance(out, q, k, v, mask)
+
+
+def test_triton_lse_in_bf16():
+    n, H = 1000, 2
+    mask = ds.BlockSparseMask.from_dense(random_blocks(1, H, 8, 8, 0.3).cuda(), 128, (n, n))
+    q, k, v = (torch.randn(1, H, n, 128, device="cuda", dtype=torch.bfloat16) for _ in range(3))
+    _, lse = ds.block_sparse_attention(q, k, v, mask, backend="triton", return_lse=True)
+    _, ref_lse = ds.block_sparse_attention(
+        q.float(), k.float(), v.float(), mask, backend="reference", return_lse=True
+    )
+    torch.testing.assert_close(lse, ref_lse, atol=2e-2, rtol=1e-2)
+
+
+def _time(fn, repeats=10):
+    fn()
+    torch.cuda.synchronize()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(repeats):
+        fn()
+    end.record()
+    torch.cuda.synchronize()
+    return start.elapsed_time(end) / repeats
+
+
+def test_sparse_is_faster_than_dense_sdpa():
+    from dit_sparse.bench.attention import random_block_mask
+
+    n, H, D = 16384, 12, 128
+    q, k, v = (torch.randn(1, H, n, D, device="cuda", dtype=torch.bfloat16) for _ in range(3))
+    mask = random_block_mask(1, H, n, 0.10, (128, 128), device="cuda")
+    sparse = _time(lambda: ds.block_sparse_attention(q, k, v, mask, backend="triton"))
+    dense = _time(lambda: torch.nn.functional.scaled_dot_product_attention(q, k, v))
+    assert sparse < dense, f"triton at 10% density took {sparse:.3f} ms, dense SDPA {dense:.3f} ms"
