@@ -40,10 +40,7 @@ def select_backend(q: torch.Tensor, mask: BlockSparseMask, return_lse: bool = Fa
     order = ("triton", "flex", "reference") if q.device.type == "cuda" else ("flex", "reference")
     for name in order:
         backend = BACKENDS[name]
-        if (
-            backend.unavailable_reason(q.device) is None
-            and backend.unsupported_reason(q, mask, return_lse) is None
-        ):
+        if backend.unavailable_reason(q.device) is None and backend.unsupported_reason(q, mask, return_lse) is None:
             return name
     return "reference"
 
@@ -61,9 +58,7 @@ def _check_inputs(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Block
     if not (q.device == k.device == v.device):
         raise ValueError(f"q, k and v must be on one device, got {q.device}, {k.device}, {v.device}")
     if k.shape != v.shape:
-        raise ValueError(
-            f"k and v must have the same shape (B, H, Nk, D), got {tuple(k.shape)} and {tuple(v.shape)}"
-        )
+        raise ValueError(f"k and v must have the same shape (B, H, Nk, D), got {tuple(k.shape)} and {tuple(v.shape)}")
     if q.shape[:2] != k.shape[:2] or q.shape[-1] != k.shape[-1]:
         raise ValueError(
             f"q {tuple(q.shape)} and k {tuple(k.shape)} must agree on batch, heads and head dim (B, H, *, D)"
@@ -72,9 +67,7 @@ def _check_inputs(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Block
         raise ValueError(f"mask must be a dit_sparse.BlockSparseMask, got {type(mask).__name__}")
     B, H, Nq, _ = q.shape
     if mask.seq_len != (Nq, k.shape[2]):
-        raise ValueError(
-            f"mask was built for seq_len {mask.seq_len}, but q and k have {(Nq, k.shape[2])} tokens"
-        )
+        raise ValueError(f"mask was built for seq_len {mask.seq_len}, but q and k have {(Nq, k.shape[2])} tokens")
     if mask.num_heads != H:
         raise ValueError(f"mask has {mask.num_heads} heads, q has {H}")
     if mask.batch not in (1, B):

@@ -50,9 +50,7 @@ class VideoLayout:
         if isinstance(self.text_len, bool) or not isinstance(self.text_len, int) or self.text_len < 0:
             raise ValueError(f"VideoLayout.text_len must be a non-negative int, got {self.text_len!r}")
         if self.text_position not in TEXT_POSITIONS:
-            raise ValueError(
-                f"VideoLayout.text_position must be one of {TEXT_POSITIONS}, got {self.text_position!r}"
-            )
+            raise ValueError(f"VideoLayout.text_position must be one of {TEXT_POSITIONS}, got {self.text_position!r}")
         if self.text_len > 0 and self.text_position == "none":
             raise ValueError(
                 f"VideoLayout has text_len={self.text_len} but text_position='none'; "
@@ -120,9 +118,7 @@ class VideoLayout:
             return torch.cat([video, text + self.video_tokens])
         return video
 
-    def inverse_permutation(
-        self, order: str = "FHW", device: torch.device | str | None = None
-    ) -> torch.Tensor:
+    def inverse_permutation(self, order: str = "FHW", device: torch.device | str | None = None) -> torch.Tensor:
         """The ``inv`` with ``x[..., perm, :][..., inv, :] == x`` for ``perm = permutation(order)``."""
         perm = self.permutation(order, device=device)
         inv = torch.empty_like(perm)

@@ -52,9 +52,7 @@ def test_from_indices_round_trip():
     assert torch.equal(again.to_dense(), blocks)
 
 
-@pytest.mark.parametrize(
-    ("bq", "bk", "nq", "nk"), [(128, 128, 300, 300), (64, 128, 200, 513), (128, 64, 129, 64)]
-)
+@pytest.mark.parametrize(("bq", "bk", "nq", "nk"), [(128, 128, 300, 300), (64, 128, 200, 513), (128, 64, 129, 64)])
 def test_refine_keeps_the_token_mask(bq, bk, nq, nk):
     blocks = random_blocks(1, 2, math.ceil(nq / bq), math.ceil(nk / bk), 0.5)
     mask = BlockSparseMask.from_dense(blocks, (bq, bk), (nq, nk))

@@ -322,9 +322,7 @@ def _free_cuda(device: torch.device) -> None:
 
 def _dense_candidates(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor
-) -> Iterator[
-    tuple[str, Callable[[], Any] | None, Callable[[], contextlib.AbstractContextManager], str | None]
-]:
+) -> Iterator[tuple[str, Callable[[], Any] | None, Callable[[], contextlib.AbstractContextManager], str | None]]:
     """(name, call, context to run it in, reason it cannot run) for each dense baseline on ``q``'s device."""
     sdpa = lambda: F.scaled_dot_product_attention(q, k, v)  # (B, H, N, D)
     yield "sdpa", sdpa, contextlib.nullcontext, None
@@ -346,9 +344,7 @@ def _dense_candidates(
 
 def _reference_bytes(mask_batch: int, batch: int, heads: int, seq_len: int, itemsize: int) -> int:
     """Estimate of the reference backend's N x N memory: the bool token mask, its float copy and scores."""
-    return (
-        mask_batch * heads * seq_len * seq_len * (1 + itemsize) + batch * heads * seq_len * seq_len * itemsize
-    )
+    return mask_batch * heads * seq_len * seq_len * (1 + itemsize) + batch * heads * seq_len * seq_len * itemsize
 
 
 # --------------------------------------------------------------------------------------------------
@@ -433,9 +429,7 @@ def _run_dense(
         if reason is not None:
             logger.info("skipping dense %s at N=%d D=%d: %s", name, case["seq_len"], case["head_dim"], reason)
         rows.append(
-            _result_row(
-                case, kind="dense", backend=name, density_requested=1.0, density=1.0, ms=ms, skipped=reason
-            )
+            _result_row(case, kind="dense", backend=name, density_requested=1.0, density=1.0, ms=ms, skipped=reason)
         )
         bar.update()
     return rows
@@ -560,9 +554,7 @@ def run_attention_benchmark(
     block_size = (block_size, block_size) if isinstance(block_size, int) else tuple(block_size)
     warmup = defaults["warmup"] if warmup is None else warmup
     repeats = defaults["repeats"] if repeats is None else repeats
-    max_reference_bytes = (
-        defaults["max_reference_bytes"] if max_reference_bytes is None else max_reference_bytes
-    )
+    max_reference_bytes = defaults["max_reference_bytes"] if max_reference_bytes is None else max_reference_bytes
     seed = defaults["seed"] if seed is None else seed
 
     if repeats < 1 or warmup < 0:
@@ -609,8 +601,7 @@ def run_attention_benchmark(
                 }
                 generator = torch.Generator(device=device).manual_seed(seed)
                 q, k, v = (
-                    torch.randn(batch, heads, N, D, generator=generator, device=device, dtype=dtype)
-                    for _ in range(3)
+                    torch.randn(batch, heads, N, D, generator=generator, device=device, dtype=dtype) for _ in range(3)
                 )  # (B, H, N, D) each
 
                 dense_rows = _run_dense(q, k, v, case, warmup, repeats, bar)
@@ -629,9 +620,7 @@ def run_attention_benchmark(
                                     f"max_reference_bytes ({max_reference_bytes / 2**30:.2g} GiB)"
                                 )
                         sparse_rows.append(
-                            _run_sparse(
-                                q, k, v, masks[density], name, density, case, warmup, repeats, bar, skip
-                            )
+                            _run_sparse(q, k, v, masks[density], name, density, case, warmup, repeats, bar, skip)
                         )
                 _add_baselines(dense_rows + sparse_rows, sdpa_ms, best)
                 rows += dense_rows + sparse_rows
@@ -682,10 +671,7 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
             cells += ["-" if row["efficiency"] is None else f"{row['efficiency']:.0%}"]
         table.append(cells)
     widths = [
-        max(
-            [len(header)]
-            + [len(cells[col]) for i, cells in enumerate(table) if col < lead or i not in skipped]
-        )
+        max([len(header)] + [len(cells[col]) for i, cells in enumerate(table) if col < lead or i not in skipped])
         for col, header in enumerate(headers)
     ]
 
@@ -698,9 +684,7 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
     out = [line(headers), line(["-" * width for width in widths])]
     for index, cells in enumerate(table):
         if index in skipped:
-            out.append(
-                "  ".join([line(cells[:lead] + [""] * (len(headers) - lead)).rstrip(), skipped[index]])
-            )
+            out.append("  ".join([line(cells[:lead] + [""] * (len(headers) - lead)).rstrip(), skipped[index]]))
         else:
             out.append(line(cells))
     bests = {
@@ -764,9 +748,7 @@ def _backend_list(text: str) -> list[str]:
     names = [part.strip() for part in text.split(",") if part.strip()]
     unknown = [name for name in names if name not in BACKENDS]
     if not names or unknown:
-        raise argparse.ArgumentTypeError(
-            f"unknown backend(s) {unknown or text!r}; choose from {list(BACKENDS)}"
-        )
+        raise argparse.ArgumentTypeError(f"unknown backend(s) {unknown or text!r}; choose from {list(BACKENDS)}")
     return names
 
 
@@ -808,9 +790,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     parser.add_argument("--device", type=_device_arg, help="cpu or cuda[:i] (default: cuda if present)")
-    parser.add_argument(
-        "--dtype", type=_dtype_arg, help="fp32, bf16 or fp16 (default: fp32 on CPU, bf16 on GPU)"
-    )
+    parser.add_argument("--dtype", type=_dtype_arg, help="fp32, bf16 or fp16 (default: fp32 on CPU, bf16 on GPU)")
     parser.add_argument("--seq-lens", type=_int_list, help="comma-separated token counts N, e.g. 4096,16384")
     parser.add_argument("--head-dims", type=_int_list, help="comma-separated head dims D, e.g. 64,128")
     parser.add_argument(
@@ -863,9 +843,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--max-reference-gib must be positive, got {args.max_reference_gib}")
     settings = default_settings(args.device)
     if args.quick:
-        settings.update(
-            seq_lens=[512], head_dims=[64], heads=2, batch=1, backends=["reference"], warmup=1, repeats=3
-        )
+        settings.update(seq_lens=[512], head_dims=[64], heads=2, batch=1, backends=["reference"], warmup=1, repeats=3)
     overrides = {
         "dtype": args.dtype,
         "seq_lens": args.seq_lens,

@@ -31,24 +31,29 @@ _RECOMPILE_LIMIT = 64
 
 
 def flex_unavailable_reason(device: torch.device | None = None) -> str | None:
-    """Why FlexAttention cannot run here (None if it can)."""
+    """Why FlexAttention cannot run here (None if it can). Checked once per device type."""
+    device = device or torch.device("cpu")
+    if device.type == "cuda":
+        from .triton_block_sparse import triton_unavailable_reason
+
+        return triton_unavailable_reason(device)
+    return _flex_unavailable_reason(device.type)
+
+
+@functools.cache
+def _flex_unavailable_reason(device_type: str) -> str | None:
     try:
         from torch.nn.attention.flex_attention import flex_attention  # noqa: F401
     except ImportError:
         return f"torch {torch.__version__} has no torch.nn.attention.flex_attention (needs >= 2.5)"
-    device = device or torch.device("cpu")
-    if device.type == "cpu":
+    if device_type == "cpu":
         capability = torch.backends.cpu.get_cpu_capability()
         if not capability.startswith("AVX"):
             return f"compiled FlexAttention on a CPU needs x86 AVX2 or AVX512 (this CPU: {capability})"
         if shutil.which("g++") is None and shutil.which("c++") is None:
             return "compiled FlexAttention on a CPU needs a C++ compiler (g++), none found on PATH"
         return None
-    if device.type == "cuda":
-        from .triton_block_sparse import triton_unavailable_reason
-
-        return triton_unavailable_reason(device)
-    return f"FlexAttention is not wired up for device type {device.type!r}"
+    return f"FlexAttention is not wired up for device type {device_type!r}"
 
 
 def flex_unsupported_reason(q: torch.Tensor, mask: BlockSparseMask, return_lse: bool) -> str | None:

@@ -34,23 +34,29 @@ def interpreting() -> bool:
 
 def triton_unavailable_reason(device: torch.device | None = None) -> str | None:
     """Why the Triton backend cannot run on ``device`` (None if it can)."""
+    device = device or (torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu"))
+    return _triton_unavailable_reason(device.type, device.index, interpreting())
+
+
+@functools.cache
+def _triton_unavailable_reason(device_type: str, index: int | None, interpret: bool) -> str | None:
     try:
         import triton  # noqa: F401
     except ImportError:
         return "triton is not installed (it ships for Linux; `pip install triton`)"
-    device = device or (torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu"))
-    if device.type == "cuda":
+    if device_type == "cuda":
+        device = torch.device("cuda", index)
         if not torch.cuda.is_available():
             return "no CUDA device is visible to torch"
         major, minor = torch.cuda.get_device_capability(device)
         if major < 8:
             return f"needs a GPU of compute capability >= 8.0, this one is {major}.{minor}"
         return None
-    if device.type == "cpu":
-        if interpreting():
+    if device_type == "cpu":
+        if interpret:
             return None
         return "triton kernels need a CUDA GPU (on a CPU only under TRITON_INTERPRET=1, for testing)"
-    return f"triton is not wired up for device type {device.type!r}"
+    return f"triton is not wired up for device type {device_type!r}"
 
 
 def triton_unsupported_reason(q: torch.Tensor, mask: BlockSparseMask, return_lse: bool) -> str | None:
@@ -142,9 +148,7 @@ def _kernels():
         # -- normalize and store; a row with no kept block yields zeros and LSE -inf
         has_mass = l_i > 0.0
         acc = acc / tl.where(has_mass, l_i, 1.0)[:, None]
-        o_ptrs = (
-            Out + b * stride_ob + h * stride_oh + offs_m[:, None] * stride_on + offs_d[None, :] * stride_od
-        )
+        o_ptrs = Out + b * stride_ob + h * stride_oh + offs_m[:, None] * stride_on + offs_d[None, :] * stride_od
         tl.store(o_ptrs, acc.to(Out.dtype.element_ty), mask=row_ok[:, None] & d_ok[None, :])
         if OUTPUT_LSE:
             lse = tl.where(has_mass, (m_i + tl.log2(tl.where(has_mass, l_i, 1.0))) * 0.6931471805599453,
@@ -172,9 +176,7 @@ def _kernels():
             if block_d >= 128 and bm == 128 and bn == 128 and cfg.num_stages > 2:
                 continue
             kept.append(cfg)
-        return kept or [
-            triton.Config({"BLOCK_M": min(64, mask_bq), "BLOCK_N": min(32, mask_bk)}, num_warps=4)
-        ]
+        return kept or [triton.Config({"BLOCK_M": min(64, mask_bq), "BLOCK_N": min(32, mask_bk)}, num_warps=4)]
 
     autotuned = triton.autotune(
         configs=configs,

@@ -144,9 +144,7 @@ def test_run_rejects_bad_settings():
 # --------------------------------------------------------------------------------------------------
 def test_format_table_lists_every_backend_and_skip_reason():
     rows = run_attention_benchmark(**TINY, densities=[1.0, 0.5], backends=["reference"])
-    rows += run_attention_benchmark(
-        **TINY, densities=[0.25], backends=["reference"], max_reference_bytes=1024
-    )
+    rows += run_attention_benchmark(**TINY, densities=[0.25], backends=["reference"], max_reference_bytes=1024)
     table = format_table(rows)
     lines = table.splitlines()
     assert lines[0].split()[:4] == ["backend", "N", "D", "density"]

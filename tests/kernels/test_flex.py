@@ -54,9 +54,7 @@ def test_density_one_equals_dense_sdpa_and_new_tables_do_not_recompile():
     q, k, v = qkv()
     full = ds.BlockSparseMask.from_dense(torch.ones(1, H, 3, 3, dtype=torch.bool, device=DEVICE), 128, (N, N))
     out = ds.block_sparse_attention(q, k, v, full, backend="flex")
-    torch.testing.assert_close(
-        out, torch.nn.functional.scaled_dot_product_attention(q, k, v), atol=1e-5, rtol=1e-5
-    )
+    torch.testing.assert_close(out, torch.nn.functional.scaled_dot_product_attention(q, k, v), atol=1e-5, rtol=1e-5)
     graphs = counters["stats"]["unique_graphs"]
     for density in (0.2, 0.6):
         mask = ds.BlockSparseMask.from_dense(random_blocks(1, H, 3, 3, density).to(DEVICE), 128, (N, N))

@@ -32,9 +32,7 @@ def test_triton_lse_in_bf16():
     mask = ds.BlockSparseMask.from_dense(random_blocks(1, H, 8, 8, 0.3).cuda(), 128, (n, n))
     q, k, v = (torch.randn(1, H, n, 128, device="cuda", dtype=torch.bfloat16) for _ in range(3))
     _, lse = ds.block_sparse_attention(q, k, v, mask, backend="triton", return_lse=True)
-    _, ref_lse = ds.block_sparse_attention(
-        q.float(), k.float(), v.float(), mask, backend="reference", return_lse=True
-    )
+    _, ref_lse = ds.block_sparse_attention(q.float(), k.float(), v.float(), mask, backend="reference", return_lse=True)
     torch.testing.assert_close(lse, ref_lse, atol=2e-2, rtol=1e-2)
 
 

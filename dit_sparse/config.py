@@ -1,0 +1,173 @@
+"""``SparseAttentionConfig``: which sparse-attention method to run, with which parameters and schedule."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+# Every method named in the architecture; those not in IMPLEMENTED_METHODS are refused with a clear error
+# until they land.
+METHOD_NAMES = (
+    "dense",
+    "radial",
+    "sparse_vdit",
+    "sliding_tile",
+    "svg",
+    "draft",
+    "xattention",
+    "adaspa",
+    "sparsed",
+    "paro",
+)
+IMPLEMENTED_METHODS = ("dense", "radial")
+BACKEND_NAMES = ("auto", "reference", "flex", "triton")
+
+# Parameters each method takes beyond the common ones, with their defaults.
+METHOD_PARAMS: dict[str, dict[str, Any]] = {
+    "dense": {},
+    # Radial attention (Li et al., 2025): band width decays with temporal distance; see patterns/radial.py.
+    "radial": {"decay_factor": 1.0, "sink_frames": None, "dense_distance": 1},
+}
+
+
+def _check_int(name: str, value: Any, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+
+
+@dataclass
+class SparseAttentionConfig:
+    """A validated sparse-attention configuration.
+
+    Args:
+        method (`str`, defaults to ``"radial"``): one of ``METHOD_NAMES``; today ``"dense"`` (the exact
+            baseline through the same path) and ``"radial"``.
+        dense_steps (`int`, defaults to 0): the first ``dense_steps`` denoising steps run dense attention.
+        dense_layers (`tuple[int, ...]`, defaults to ``()``): self-attention layers (0-based, in model order)
+            that always run dense.
+        block_size (`int`, defaults to 128): q and kv block size of the masks (64 or 128 are the tuned ones).
+        backend (`str`, defaults to ``"auto"``): kernel backend, see :func:`dit_sparse.block_sparse_attention`.
+        layer_overrides (`dict[int, dict]`, defaults to ``{}``): per-layer parameter overrides, e.g.
+            ``{0: {"decay_factor": 2.0}}``; a layer may also set ``{"method": "dense"}``.
+        dense_heads (`dict[int, tuple[int, ...]]`, defaults to ``{}``): per layer, heads that stay dense.
+        params: method parameters (see ``METHOD_PARAMS``); unknown ones are rejected.
+
+    Example:
+        >>> cfg = SparseAttentionConfig(method="radial", dense_steps=2, decay_factor=1.0)
+        >>> SparseAttentionConfig.from_dict(cfg.to_dict()) == cfg
+        True
+    """
+
+    method: str = "radial"
+    dense_steps: int = 0
+    dense_layers: tuple[int, ...] = ()
+    block_size: int = 128
+    backend: str = "auto"
+    layer_overrides: dict[int, dict[str, Any]] = field(default_factory=dict)
+    dense_heads: dict[int, tuple[int, ...]] = field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def __init__(
+        self,
+        method: str = "radial",
+        *,
+        dense_steps: int = 0,
+        dense_layers: tuple[int, ...] | list[int] = (),
+        block_size: int = 128,
+        backend: str = "auto",
+        layer_overrides: dict[int, dict[str, Any]] | None = None,
+        dense_heads: dict[int, tuple[int, ...] | list[int]] | None = None,
+        params: dict[str, Any] | None = None,
+        **method_params: Any,
+    ) -> None:
+        self.method = method
+        self.dense_steps = dense_steps
+        self.dense_layers = tuple(dense_layers)
+        self.block_size = block_size
+        self.backend = backend
+        self.layer_overrides = {int(k): dict(v) for k, v in (layer_overrides or {}).items()}
+        self.dense_heads = {int(k): tuple(v) for k, v in (dense_heads or {}).items()}
+        merged = dict(params or {})
+        merged.update(method_params)
+        self.params = merged
+        self.validate()
+
+    def validate(self) -> None:
+        if self.method not in METHOD_NAMES:
+            raise ValueError(f"unknown method {self.method!r}; choose one of {list(METHOD_NAMES)}")
+        if self.method not in IMPLEMENTED_METHODS:
+            raise ValueError(
+                f"method {self.method!r} is not available in this version; available: {list(IMPLEMENTED_METHODS)}"
+            )
+        _check_int("dense_steps", self.dense_steps, 0)
+        for layer in self.dense_layers:
+            _check_int("dense_layers entries", layer, 0)
+        if self.block_size not in (16, 32, 64, 128, 256):
+            raise ValueError(f"block_size must be one of 16, 32, 64, 128, 256, got {self.block_size!r}")
+        if self.backend not in BACKEND_NAMES:
+            raise ValueError(f"backend must be one of {list(BACKEND_NAMES)}, got {self.backend!r}")
+        allowed = METHOD_PARAMS[self.method]
+        unknown = sorted(set(self.params) - set(allowed))
+        if unknown:
+            raise ValueError(
+                f"unknown parameter(s) {unknown} for method {self.method!r}; it takes {sorted(allowed) or 'none'}"
+            )
+        for layer, override in self.layer_overrides.items():
+            _check_int("layer_overrides keys", layer, 0)
+            bad = sorted(set(override) - set(allowed) - {"method"})
+            if bad:
+                raise ValueError(f"layer_overrides[{layer}] has unknown parameter(s) {bad}")
+            if override.get("method", self.method) not in (self.method, "dense"):
+                raise ValueError(f"layer_overrides[{layer}] may switch a layer to 'dense' only")
+        for layer, heads in self.dense_heads.items():
+            _check_int("dense_heads keys", layer, 0)
+            for head in heads:
+                _check_int(f"dense_heads[{layer}] entries", head, 0)
+        if self.method == "radial":
+            _validate_radial(self.params)
+            for override in self.layer_overrides.values():
+                _validate_radial(override)
+
+    def method_params(self, layer: int | None = None) -> dict[str, Any]:
+        """The method's parameters with defaults filled in, and the layer's overrides applied."""
+        merged = {**METHOD_PARAMS[self.method], **self.params}
+        if layer is not None:
+            merged.update({k: v for k, v in self.layer_overrides.get(layer, {}).items() if k != "method"})
+        return merged
+
+    def layer_is_dense(self, layer: int) -> bool:
+        return (
+            self.method == "dense"
+            or layer in self.dense_layers
+            or self.layer_overrides.get(layer, {}).get("method") == "dense"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["dense_layers"] = list(self.dense_layers)
+        data["dense_heads"] = {str(k): list(v) for k, v in self.dense_heads.items()}
+        data["layer_overrides"] = {str(k): dict(v) for k, v in self.layer_overrides.items()}
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SparseAttentionConfig:
+        if not isinstance(data, dict):
+            raise ValueError(f"a config must be a dict, got {type(data).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown config key(s) {unknown}; expected some of {sorted(known)}")
+        data = dict(data)
+        return cls(data.pop("method", "radial"), **data)
+
+
+def _validate_radial(params: dict[str, Any]) -> None:
+    if "decay_factor" in params:
+        value = params["decay_factor"]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+            raise ValueError(f"decay_factor must be a positive number, got {value!r}")
+    if params.get("sink_frames") is not None:
+        _check_int("sink_frames", params["sink_frames"], 0)
+    if "dense_distance" in params:
+        _check_int("dense_distance", params["dense_distance"], 0)

@@ -1,0 +1,153 @@
+"""``apply_sparse_attention`` / ``remove_sparse_attention`` / ``summary``: the public entry points."""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+from typing import Any
+
+import torch
+
+from ..config import SparseAttentionConfig
+from .bridge import backend_member
+from .hooks import ATTENTION_HOOK, TRANSFORMER_HOOK, SparseAttentionHook, SparseTransformerHook, register, unregister
+from .specs import spec_for
+from .state import SparseState
+
+logger = logging.getLogger(__name__)
+
+_STATE_ATTR = "_dit_sparse_state"
+_TRANSFORMER_ATTRS = ("transformer", "transformer_2")
+
+
+def _transformers(target: Any) -> list[tuple[str, torch.nn.Module]]:
+    """The transformers of a pipeline (Wan 2.2 has two), or the module itself."""
+    if isinstance(target, torch.nn.Module):
+        return [("transformer", target)]
+    found = [(name, getattr(target, name, None)) for name in _TRANSFORMER_ATTRS]
+    found = [(name, module) for name, module in found if isinstance(module, torch.nn.Module)]
+    if not found:
+        raise ValueError(
+            f"expected a diffusers pipeline with a .transformer or a transformer module, got {type(target).__name__}"
+        )
+    return found
+
+
+def _load_config(config: Any) -> SparseAttentionConfig:
+    if isinstance(config, SparseAttentionConfig):
+        return config
+    if isinstance(config, dict):
+        return SparseAttentionConfig.from_dict(config)
+    if isinstance(config, (str, os.PathLike)):
+        path = os.fspath(config)
+        try:
+            with open(path, encoding="utf-8") as handle:
+                data = json.load(handle)
+        except FileNotFoundError as error:
+            raise ValueError(f"no such config file: {path}") from error
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path} is not valid JSON ({error.msg} at line {error.lineno})") from error
+        if isinstance(data, dict) and "config" in data and "method" not in data:
+            data = data["config"]
+        return SparseAttentionConfig.from_dict(data)
+    raise ValueError(
+        f"expected a SparseAttentionConfig, a dict or a path to a JSON config, got {type(config).__name__}"
+    )
+
+
+def apply_sparse_attention(target: Any, config: Any = None) -> None:
+    """Replace the self-attention of a diffusers pipeline's transformer(s) with sparse attention.
+
+    Per instance and reversible: other pipelines in the process are untouched, and
+    :func:`remove_sparse_attention` restores bit-identical dense output. Applying again replaces the
+    previous configuration (it is removed first). Cross-attention is never touched.
+
+    Args:
+        target: a supported diffusers pipeline (all its transformers, e.g. both of Wan 2.2) or transformer.
+        config (`SparseAttentionConfig`, `dict` or path to a JSON config, defaults to radial): what to run.
+
+    Example:
+        >>> import dit_sparse as ds  # doctest: +SKIP
+        >>> ds.apply_sparse_attention(pipe, ds.SparseAttentionConfig("radial", dense_steps=10))  # doctest: +SKIP
+    """
+    config = _load_config(SparseAttentionConfig() if config is None else config)
+    transformers = _transformers(target)
+    specs = [spec_for(module) for _, module in transformers]  # validate everything before changing anything
+    for (_, module), spec in zip(transformers, specs, strict=True):
+        if getattr(module, _STATE_ATTR, None) is not None:
+            _remove(module)
+        layers = spec.self_attention(module)
+        originals = [layer.processor for layer in layers]
+        state = SparseState(spec, config, [getattr(p, "_attention_backend", None) for p in originals])
+        state.original_processors = originals
+        if spec.bridge == "dispatcher":
+            member = backend_member()
+            for layer in layers:
+                # Own copy per module: processors may be shared with cross-attention or other layers.
+                processor = copy.copy(layer.processor)
+                processor._attention_backend = member
+                layer.processor = processor
+        register(module, SparseTransformerHook(state), TRANSFORMER_HOOK)
+        for index, layer in enumerate(layers):
+            register(layer, SparseAttentionHook(state, index, spec.bridge), ATTENTION_HOOK)
+        module._diffusers_hook.invalidate_child_registries_cache()
+        setattr(module, _STATE_ATTR, state)
+        logger.info("dit-sparse: %s on %s (%d self-attention layers)", config.method, spec.name, len(layers))
+
+
+def _remove(module: torch.nn.Module) -> None:
+    state: SparseState = getattr(module, _STATE_ATTR)
+    layers = state.spec.self_attention(module)
+    for layer, original in zip(layers, state.original_processors, strict=True):
+        unregister(layer, ATTENTION_HOOK)
+        layer.processor = original
+    unregister(module, TRANSFORMER_HOOK)
+    module._diffusers_hook.invalidate_child_registries_cache()
+    delattr(module, _STATE_ATTR)
+
+
+def remove_sparse_attention(target: Any) -> None:
+    """Undo :func:`apply_sparse_attention`; a no-op where nothing was applied."""
+    for _, module in _transformers(target):
+        if getattr(module, _STATE_ATTR, None) is not None:
+            _remove(module)
+
+
+def sparse_state(module: torch.nn.Module) -> SparseState | None:
+    return getattr(module, _STATE_ATTR, None)
+
+
+def summary(target: Any) -> dict[str, Any]:
+    """Statistics of the last pipeline call (or the calls since the last new generation).
+
+    Keys: ``total_seconds`` (the whole pipeline call, when it ran through a ``dit_sparse.pipelines``
+    class, else ``None``), ``transformer_seconds``, ``attention_seconds`` (self-attention only),
+    ``mean_density`` (over self-attention calls; dense calls count 1), ``searches`` (masks computed),
+    ``reuses`` (calls served from a cached mask), ``per_layer`` (mean density per layer), and for
+    pipelines with several transformers their own summaries under ``transformers``.
+    """
+    states = [(name, sparse_state(module)) for name, module in _transformers(target)]
+    states = [(name, state) for name, state in states if state is not None]
+    if not states:
+        raise ValueError("dit-sparse is not applied to this pipeline or transformer")
+    parts = {name: state.summary() for name, state in states}
+    if len(parts) == 1:
+        return next(iter(parts.values()))
+    calls = sum(p["attention_calls"] for p in parts.values())
+    weighted = sum((p["mean_density"] or 0.0) * p["attention_calls"] for p in parts.values())
+    first = next(iter(parts.values()))
+    return {
+        "model": first["model"],
+        "method": first["method"],
+        "total_seconds": first["total_seconds"],
+        "transformer_seconds": sum(p["transformer_seconds"] for p in parts.values()),
+        "attention_seconds": sum(p["attention_seconds"] for p in parts.values()),
+        "mean_density": weighted / calls if calls else None,
+        "searches": sum(p["searches"] for p in parts.values()),
+        "reuses": sum(p["reuses"] for p in parts.values()),
+        "per_layer": first["per_layer"],
+        "attention_calls": calls,
+        "transformers": parts,
+    }

@@ -1,0 +1,127 @@
+"""Per-model knowledge: which modules are self-attention, and how to read the token grid of a call.
+
+Everything model-specific lives here, as small functions over the transformer's forward arguments;
+no model code is copied.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from ..layout import VideoLayout
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """How dit-sparse drives one family of diffusers transformers.
+
+    Attributes:
+        name: short model name used in messages and plans.
+        transformer_classes: diffusers class names this spec handles.
+        self_attention: the self-attention modules in layer order.
+        read_layout: the token grid of this forward call, from the transformer's bound arguments.
+        bridge: ``"dispatcher"`` (the processor calls ``dispatch_attention_fn``) or ``"sdpa"`` (the
+            processor calls ``F.scaled_dot_product_attention`` itself).
+        sink_frames: radial attention's attention-sink frames for this model.
+    """
+
+    name: str
+    transformer_classes: tuple[str, ...]
+    self_attention: Callable[[torch.nn.Module], list[torch.nn.Module]]
+    read_layout: Callable[[torch.nn.Module, dict[str, Any]], VideoLayout]
+    bridge: str = "dispatcher"
+    sink_frames: int = 0
+
+    def bind(self, transformer: torch.nn.Module, args: tuple, kwargs: dict) -> dict[str, Any]:
+        """The forward call's arguments by name."""
+        signature = inspect.signature(type(transformer).forward)
+        bound = signature.bind(transformer, *args, **kwargs)
+        return dict(bound.arguments)
+
+
+def _triple(value: Any) -> tuple[int, int, int]:
+    return tuple(value) if isinstance(value, (tuple, list)) else (1, value, value)
+
+
+def _wan_layout(transformer: torch.nn.Module, call: dict[str, Any]) -> VideoLayout:
+    _, _, frames, height, width = call["hidden_states"].shape  # (B, C, F, H, W)
+    p_t, p_h, p_w = _triple(transformer.config.patch_size)
+    return VideoLayout(frames // p_t, height // p_h, width // p_w)
+
+
+def _cogvideox_layout(transformer: torch.nn.Module, call: dict[str, Any]) -> VideoLayout:
+    _, frames, _, height, width = call["hidden_states"].shape  # (B, F, C, H, W)
+    p = transformer.config.patch_size
+    p_t = transformer.config.patch_size_t or 1
+    text_len = call["encoder_hidden_states"].shape[1]
+    return VideoLayout(-(-frames // p_t), height // p, width // p, text_len=text_len, text_position="prefix")
+
+
+def _hunyuan_layout(transformer: torch.nn.Module, call: dict[str, Any]) -> VideoLayout:
+    _, _, frames, height, width = call["hidden_states"].shape  # (B, C, F, H, W)
+    p, p_t = transformer.config.patch_size, transformer.config.patch_size_t
+    text_len = call["encoder_hidden_states"].shape[1]
+    return VideoLayout(frames // p_t, height // p, width // p, text_len=text_len, text_position="suffix")
+
+
+def _flux_layout(transformer: torch.nn.Module, call: dict[str, Any]) -> VideoLayout:
+    img_ids = call["img_ids"]
+    img_ids = img_ids[0] if img_ids.dim() == 3 else img_ids  # (N, 3): (0, row, column)
+    rows = int(img_ids[:, 1].max()) + 1
+    cols = int(img_ids[:, 2].max()) + 1
+    n_image = call["hidden_states"].shape[1]
+    if rows * cols != n_image:
+        raise ValueError(
+            f"Flux img_ids describe a {rows} x {cols} grid but hidden_states has {n_image} image tokens; "
+            "only single images on a full grid are supported"
+        )
+    text_len = call["encoder_hidden_states"].shape[1]
+    return VideoLayout(1, rows, cols, text_len=text_len, text_position="prefix")
+
+
+SPECS: tuple[ModelSpec, ...] = (
+    ModelSpec(
+        name="wan",
+        transformer_classes=("WanTransformer3DModel",),
+        self_attention=lambda t: [block.attn1 for block in t.blocks],
+        read_layout=_wan_layout,
+        sink_frames=1,
+    ),
+    ModelSpec(
+        name="hunyuan_video",
+        transformer_classes=("HunyuanVideoTransformer3DModel",),
+        self_attention=lambda t: [b.attn for b in t.transformer_blocks] + [b.attn for b in t.single_transformer_blocks],
+        read_layout=_hunyuan_layout,
+    ),
+    ModelSpec(
+        name="cogvideox",
+        transformer_classes=("CogVideoXTransformer3DModel",),
+        self_attention=lambda t: [block.attn1 for block in t.transformer_blocks],
+        read_layout=_cogvideox_layout,
+        bridge="sdpa",
+    ),
+    ModelSpec(
+        name="flux",
+        transformer_classes=("FluxTransformer2DModel",),
+        self_attention=lambda t: [b.attn for b in t.transformer_blocks] + [b.attn for b in t.single_transformer_blocks],
+        read_layout=_flux_layout,
+    ),
+)
+
+
+def supported_transformers() -> list[str]:
+    return [name for spec in SPECS for name in spec.transformer_classes]
+
+
+def spec_for(transformer: torch.nn.Module) -> ModelSpec:
+    """The spec of ``transformer``'s class, or ValueError naming the supported ones."""
+    for cls in type(transformer).__mro__:
+        for spec in SPECS:
+            if cls.__name__ in spec.transformer_classes:
+                return spec
+    raise ValueError(f"{type(transformer).__name__} is not supported; dit-sparse supports {supported_transformers()}")

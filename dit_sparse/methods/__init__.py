@@ -1,0 +1,22 @@
+"""Sparse-attention methods: each decides, per self-attention call, which blocks to compute.
+
+A method never launches kernels; it returns a :class:`~dit_sparse.BlockSparseMask` (or ``None`` for
+dense) for an :class:`AttentionCall`.
+"""
+
+from __future__ import annotations
+
+from .base import AttentionCall, Method
+from .radial import RadialMethod
+
+METHODS: dict[str, type[Method]] = {"radial": RadialMethod}
+
+
+def build_method(config, spec) -> Method | None:
+    """The method object for ``config`` (``None`` for the ``dense`` method)."""
+    if config.method == "dense":
+        return None
+    return METHODS[config.method](config, spec)
+
+
+__all__ = ["METHODS", "AttentionCall", "Method", "build_method"]

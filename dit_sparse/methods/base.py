@@ -1,0 +1,53 @@
+"""The interface every method implements."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..layout import VideoLayout
+from ..mask import BlockSparseMask
+
+
+@dataclass(frozen=True)
+class AttentionCall:
+    """What a method may know about one self-attention call.
+
+    ``q``, ``k``, ``v`` are ``(B, H, N, D)``; static methods ignore them, dynamic ones score blocks from them.
+    """
+
+    layer: int
+    step: int
+    context: str | None
+    layout: VideoLayout
+    q: torch.Tensor
+    k: torch.Tensor
+    v: torch.Tensor
+
+    @property
+    def num_heads(self) -> int:
+        return self.q.shape[1]
+
+
+class Method:
+    """Decides the block mask of a self-attention call.
+
+    Subclasses set ``name`` and implement :meth:`mask_for`; ``searches`` counts masks computed and
+    ``reuses`` calls served from a cache, reset by :meth:`reset` at the start of each generation.
+    """
+
+    name: str = ""
+
+    def __init__(self, config, spec) -> None:
+        self.config = config
+        self.spec = spec
+        self.searches = 0
+        self.reuses = 0
+
+    def reset(self) -> None:
+        self.searches = 0
+        self.reuses = 0
+
+    def mask_for(self, call: AttentionCall) -> BlockSparseMask:
+        raise NotImplementedError

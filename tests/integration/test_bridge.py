@@ -1,0 +1,39 @@
+"""The diffusers dispatcher bridge uses private diffusers API; these tests fail loudly when an upgrade breaks it."""
+
+from __future__ import annotations
+
+import torch
+from diffusers.models.attention_dispatch import (
+    AttentionBackendName,
+    _AttentionBackendRegistry,
+    dispatch_attention_fn,
+)
+
+from dit_sparse.integration.bridge import BACKEND_NAME, _dit_sparse_backend, backend_member
+
+
+def test_backend_is_a_member_of_the_closed_enum_and_registered():
+    member = backend_member()
+    assert member is backend_member()  # idempotent
+    assert AttentionBackendName(BACKEND_NAME) is member
+    assert isinstance(member, AttentionBackendName) and member == "dit_sparse"
+    assert _AttentionBackendRegistry._backends[member] is _dit_sparse_backend
+    # the dispatcher passes these keyword arguments; the backend must accept all it needs
+    accepted = _AttentionBackendRegistry._supported_arg_names[member]
+    assert {"query", "key", "value", "attn_mask", "scale", "_parallel_config"} <= accepted
+
+
+def test_dispatch_without_an_active_layer_is_plain_sdpa():
+    member = backend_member()
+    q, k, v = (torch.randn(2, 37, 3, 16) for _ in range(3))  # (B, N, H, D) as diffusers passes them
+    out = dispatch_attention_fn(q, k, v, backend=member)
+    expected = torch.nn.functional.scaled_dot_product_attention(
+        q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+    ).transpose(1, 2)
+    torch.testing.assert_close(out, expected)
+
+
+def test_other_backends_are_untouched():
+    backend_member()
+    assert AttentionBackendName("native") in _AttentionBackendRegistry._backends
+    assert AttentionBackendName.NATIVE is not backend_member()

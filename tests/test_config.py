@@ -1,0 +1,51 @@
+from __future__ import annotations
+
+import pytest
+
+from dit_sparse import SparseAttentionConfig
+
+
+def test_round_trip_and_defaults():
+    cfg = SparseAttentionConfig(
+        "radial", dense_steps=3, dense_layers=[0, 5], decay_factor=2.0, layer_overrides={1: {"method": "dense"}}
+    )
+    again = SparseAttentionConfig.from_dict(cfg.to_dict())
+    assert again == cfg
+    assert cfg.method_params() == {"decay_factor": 2.0, "sink_frames": None, "dense_distance": 1}
+    assert cfg.layer_is_dense(0) and cfg.layer_is_dense(1) and not cfg.layer_is_dense(2)
+    assert SparseAttentionConfig("dense").layer_is_dense(7)
+
+
+def test_layer_overrides_change_parameters():
+    cfg = SparseAttentionConfig("radial", layer_overrides={2: {"decay_factor": 4.0}})
+    assert cfg.method_params(2)["decay_factor"] == 4.0
+    assert cfg.method_params(1)["decay_factor"] == 1.0
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        (dict(method="magic"), "unknown method 'magic'"),
+        (dict(method="paro"), "method 'paro' is not available in this version"),
+        (dict(method="radial", windw=3), r"unknown parameter\(s\) \['windw'\] for method 'radial'"),
+        (dict(method="dense", decay_factor=2.0), r"unknown parameter\(s\) \['decay_factor'\]"),
+        (dict(method="radial", dense_steps=-1), "dense_steps must be an int >= 0"),
+        (dict(method="radial", block_size=100), "block_size must be one of"),
+        (dict(method="radial", backend="cuda"), "backend must be one of"),
+        (dict(method="radial", decay_factor=0), "decay_factor must be a positive number"),
+        (dict(method="radial", layer_overrides={0: {"speed": 1}}), r"layer_overrides\[0\] has unknown"),
+        (dict(method="radial", layer_overrides={0: {"method": "paro"}}), "may switch a layer to 'dense' only"),
+        (dict(method="radial", dense_heads={0: [-1]}), r"dense_heads\[0\] entries must be an int >= 0"),
+    ],
+)
+def test_bad_configs_name_the_problem(kwargs, message):
+    method = kwargs.pop("method")
+    with pytest.raises(ValueError, match=message):
+        SparseAttentionConfig(method, **kwargs)
+
+
+def test_from_dict_rejects_unknown_keys():
+    with pytest.raises(ValueError, match=r"unknown config key\(s\) \['steps'\]"):
+        SparseAttentionConfig.from_dict({"method": "radial", "steps": 3})
+    with pytest.raises(ValueError, match="a config must be a dict"):
+        SparseAttentionConfig.from_dict(["radial"])
