@@ -39,7 +39,7 @@ class SparseTransformerHook(ModelHook):
             self.sparse.end_forward(token)
 
     def reset_state(self, module: torch.nn.Module) -> torch.nn.Module:
-        self.sparse.begin_generation()
+        self.sparse.new_call()
         return module
 
 

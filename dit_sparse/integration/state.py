@@ -86,9 +86,12 @@ class SparseState:
             self.method.reset()
 
     def new_call(self) -> None:
-        """A pipeline call starts: forget the previous timestep so the next forward is step 0."""
+        """The next forward starts a new generation (step 0, fresh statistics).
+
+        The statistics of the finished call stay readable until then: pipelines reset stateful hooks at
+        the end of a call, and ``summary()`` is read after it.
+        """
         self._last_timestep = None
-        self.begin_generation()
 
     @torch.compiler.disable
     def begin_forward(self, transformer: torch.nn.Module, args: tuple, kwargs: dict, cache_context) -> Any:
@@ -104,7 +107,7 @@ class SparseState:
             or (t is not None and t > self._last_timestep + 1e-6)
             or (context_step is not None and context_step < self.step)
         )
-        if new_generation and self._last_timestep is not None:
+        if new_generation:
             self.begin_generation()
         if context_step is not None:
             self.step = context_step
