@@ -97,23 +97,25 @@ class SparseState:
     def begin_forward(self, transformer: torch.nn.Module, args: tuple, kwargs: dict, cache_context) -> Any:
         """Read the call's layout and advance the step; returns a timing token for :meth:`end_forward`."""
         call = self.spec.bind(transformer, args, kwargs)
-        timestep = call.get("timestep")
-        t = float(timestep.reshape(-1)[0]) if isinstance(timestep, torch.Tensor) else timestep
         context_step = getattr(cache_context, "step_index", None)
         self.context = getattr(cache_context, "name", None)
-        # Timesteps fall during denoising, so a rise (or a lower step index) means a new generation.
-        new_generation = (
-            self._last_timestep is None
-            or (t is not None and t > self._last_timestep + 1e-6)
-            or (context_step is not None and context_step < self.step)
-        )
-        if new_generation:
-            self.begin_generation()
-        if context_step is not None:
+        if context_step is not None:  # the pipeline says which step this is (Wan)
+            if self._last_timestep is None or context_step < self.step:
+                self.begin_generation()
             self.step = context_step
-        elif not new_generation and t is not None and t < self._last_timestep - 1e-6:
-            self.step += 1
-        self._last_timestep = t
+            self._last_timestep = float("inf")  # "a call is under way", for new_call() to clear
+        else:
+            # Timesteps fall during denoising, so a rise means a new generation. The largest timestep of
+            # the call counts: Wan 2.2 TI2V gives conditioning-frame tokens timestep 0. Reading it costs one
+            # device sync per transformer call (not per attention call).
+            timestep = call.get("timestep")
+            t = float(timestep.max()) if isinstance(timestep, torch.Tensor) else timestep
+            new_generation = self._last_timestep is None or (t is not None and t > self._last_timestep + 1e-6)
+            if new_generation:
+                self.begin_generation()
+            elif t is not None and t < self._last_timestep - 1e-6:
+                self.step += 1
+            self._last_timestep = t
         self.layout = self.spec.read_layout(transformer, call)
         device = call["hidden_states"].device
         return self.transformer_timer.start(device)

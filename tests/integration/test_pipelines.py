@@ -79,3 +79,21 @@ def test_two_pipelines_with_different_configs():
     assert torch.equal(generate(second, "wan"), vanilla)
     assert not torch.equal(sparse, vanilla)
     assert ds.summary(first)["method"] == "radial" and ds.summary(second)["method"] == "dense"
+
+
+def test_wan_2_2_two_transformers_share_the_step_count():
+    from diffusers import WanPipeline
+    from tiny_models import tiny_wan_pipeline, tiny_wan_transformer
+
+    base = tiny_wan_pipeline()
+    pipe = WanPipeline(**base.components | {"transformer_2": tiny_wan_transformer()}, boundary_ratio=0.5)
+    pipe.set_progress_bar_config(disable=True)
+    config = ds.SparseAttentionConfig("radial", block_size=16, backend="reference", dense_steps=1)
+    ds.apply_sparse_attention(pipe, config)
+    generate(pipe, "wan")
+    stats = ds.summary(pipe)
+    high_noise, low_noise = stats["transformers"]["transformer"], stats["transformers"]["transformer_2"]
+    # step 0 runs on the high-noise transformer (dense by dense_steps); step 1 on the low-noise one
+    assert high_noise["mean_density"] == 1.0 and high_noise["steps"] == 1
+    assert low_noise["mean_density"] < 1.0 and low_noise["steps"] == 2
+    assert stats["attention_calls"] == high_noise["attention_calls"] + low_noise["attention_calls"]

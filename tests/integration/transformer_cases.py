@@ -17,18 +17,22 @@ from diffusers import (
 B = 2
 
 
-def wan():
+def wan(image_to_video: bool = False):
+    """Wan 2.1 T2V, or I2V: image-conditioning channels and image tokens for cross-attention."""
     torch.manual_seed(0)
+    channels = 8 if image_to_video else 4
     model = WanTransformer3DModel(
-        patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=16, in_channels=4, out_channels=4,
+        patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=16, in_channels=channels, out_channels=4,
         text_dim=32, freq_dim=32, ffn_dim=64, num_layers=2, cross_attn_norm=True,
-        qk_norm="rms_norm_across_heads", rope_max_seq_len=64,
+        qk_norm="rms_norm_across_heads", rope_max_seq_len=64, image_dim=24 if image_to_video else None,
     )  # fmt: skip
     inputs = {
-        "hidden_states": torch.randn(B, 4, 7, 12, 14),  # (B, C, F, H, W): 7 x 6 x 7 = 294 tokens
+        "hidden_states": torch.randn(B, channels, 7, 12, 14),  # (B, C, F, H, W): 7 x 6 x 7 = 294 tokens
         "timestep": torch.tensor([900.0] * B),
         "encoder_hidden_states": torch.randn(B, 5, 32),
     }
+    if image_to_video:
+        inputs["encoder_hidden_states_image"] = torch.randn(B, 3, 24)
     return model.eval(), inputs
 
 
@@ -53,15 +57,17 @@ def flux():
     return model.eval(), inputs
 
 
-def cogvideox():
+def cogvideox(patch_size_t: int | None = None):
+    """CogVideoX 1.0, or 1.5 with ``patch_size_t=2`` (frames patchified in pairs, rotary embeddings)."""
     torch.manual_seed(0)
     model = CogVideoXTransformer3DModel(
         num_attention_heads=2, attention_head_dim=16, in_channels=4, out_channels=4, time_embed_dim=16,
-        text_embed_dim=32, num_layers=2, sample_width=14, sample_height=10, sample_frames=25, patch_size=2,
-        max_text_seq_length=7,
+        text_embed_dim=32, num_layers=2, sample_width=14, sample_height=10, sample_frames=49, patch_size=2,
+        patch_size_t=patch_size_t, max_text_seq_length=7, use_rotary_positional_embeddings=patch_size_t is not None,
     )  # fmt: skip
+    frames = 7 * (patch_size_t or 1)
     inputs = {
-        "hidden_states": torch.randn(B, 7, 4, 10, 14),  # (B, F, C, H, W): 7 x 5 x 7 = 245 video tokens
+        "hidden_states": torch.randn(B, frames, 4, 10, 14),  # (B, F, C, H, W): 7 x 5 x 7 = 245 video tokens
         "encoder_hidden_states": torch.randn(B, 7, 32),
         "timestep": torch.tensor([900] * B),
     }
@@ -88,7 +94,14 @@ def hunyuan():
     return model.eval(), inputs
 
 
-CASES = {"wan": wan, "flux": flux, "cogvideox": cogvideox, "hunyuan": hunyuan}
+CASES = {
+    "wan": wan,
+    "wan_i2v": lambda: wan(image_to_video=True),
+    "flux": flux,
+    "cogvideox": cogvideox,
+    "cogvideox_1_5": lambda: cogvideox(patch_size_t=2),
+    "hunyuan": hunyuan,
+}
 
 
 def run(model, inputs, **overrides) -> torch.Tensor:
