@@ -35,3 +35,12 @@ def random_blocks(batch, heads, n_q_blocks, n_kv_blocks, density, generator=None
     blocks = torch.rand(batch, heads, n_q_blocks, n_kv_blocks, generator=generator) < density
     first = torch.randint(0, n_kv_blocks, (batch, heads, n_q_blocks, 1), generator=generator)
     return blocks.scatter(-1, first, True)
+
+
+def reduce_to_blocks(token_mask, block):
+    """Block map of an (N, N) token mask: a block is kept iff any token pair in it is."""
+    n = token_mask.shape[0]
+    nb = math.ceil(n / block)
+    padded = torch.zeros(nb * block, nb * block, dtype=torch.bool)
+    padded[:n, :n] = token_mask
+    return padded.view(nb, block, nb, block).any(dim=3).any(dim=1)

@@ -45,7 +45,7 @@ def token_segments(layout: VideoLayout, block: int) -> Segments:
     )
 
 
-def blocks_from_segment_rule(layout: VideoLayout, block_size: int, rule, num_heads: int = 1) -> torch.Tensor:
+def blocks_from_segment_rule(layout: VideoLayout, block_size: int, rule) -> torch.Tensor:
     """Block map ``(nQ, nK)`` kept iff ``rule(q_segments, k_segments)`` keeps any segment pair in it.
 
     ``rule`` gets two :class:`Segments` viewed as column (q) and row (k) vectors and returns an
@@ -65,3 +65,21 @@ def mask_from_blocks(blocks: torch.Tensor, layout: VideoLayout, block_size: int,
     n = layout.num_tokens
     table = blocks[None, None].expand(1, num_heads, *blocks.shape).contiguous()
     return BlockSparseMask.from_dense(table, block_size, (n, n), name=name)
+
+
+def video_index_range(seg: Segments, layout: VideoLayout) -> tuple[torch.Tensor, torch.Tensor]:
+    """First and last video-token index (0-based within the video part) of each video segment."""
+    base = seg.frame * layout.frame_tokens
+    return base + seg.first, base + seg.last
+
+
+def token_grid(layout: VideoLayout) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per token of the sequence: whether it is video, and its video index (-1 for text)."""
+    idx = torch.arange(layout.num_tokens)
+    is_video = (idx >= layout.video_start) & (idx < layout.video_start + layout.video_tokens)
+    return is_video, torch.where(is_video, idx - layout.video_start, torch.full_like(idx, -1))
+
+
+def with_text(video_keep: torch.Tensor, is_video: torch.Tensor) -> torch.Tensor:
+    """Token mask with text rows and text columns kept."""
+    return video_keep | ~is_video[:, None] | ~is_video[None, :]

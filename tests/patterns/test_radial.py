@@ -1,21 +1,11 @@
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
+from _helpers import reduce_to_blocks
 
 from dit_sparse import VideoLayout
 from dit_sparse.patterns import radial, radial_token_mask
-
-
-def reduce_to_blocks(token_mask: torch.Tensor, block: int) -> torch.Tensor:
-    n = token_mask.shape[0]
-    nb = math.ceil(n / block)
-    padded = torch.zeros(nb * block, nb * block, dtype=torch.bool)
-    padded[:n, :n] = token_mask
-    return padded.view(nb, block, nb, block).any(dim=3).any(dim=1)
-
 
 LAYOUTS = [
     VideoLayout(6, 5, 7),
