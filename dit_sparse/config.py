@@ -20,7 +20,7 @@ METHOD_NAMES = (
     "sparsed",
     "paro",
 )
-IMPLEMENTED_METHODS = ("dense", "radial")
+IMPLEMENTED_METHODS = ("dense", "radial", "sparse_vdit")
 BACKEND_NAMES = ("auto", "reference", "flex", "triton")
 
 # Parameters each method takes beyond the common ones, with their defaults.
@@ -28,7 +28,13 @@ METHOD_PARAMS: dict[str, dict[str, Any]] = {
     "dense": {},
     # Radial attention (Li et al., 2025): band width decays with temporal distance; see patterns/radial.py.
     "radial": {"decay_factor": 1.0, "sink_frames": None, "dense_distance": 1},
+    # Sparse-vDiT (Chen et al., 2025): per-(layer, head) static patterns; see methods/sparse_vdit.py.
+    "sparse_vdit": {"assignment": None, "diagonal_width": None, "multi_diagonal_width": None, "max_distance": None},
 }
+
+
+def _int_key(key: Any) -> Any:
+    return int(key) if isinstance(key, str) and key.isdigit() else key
 
 
 def _check_int(name: str, value: Any, minimum: int) -> None:
@@ -90,6 +96,8 @@ class SparseAttentionConfig:
         self.dense_heads = {int(k): tuple(v) for k, v in (dense_heads or {}).items()}
         merged = dict(params or {})
         merged.update(method_params)
+        if isinstance(merged.get("assignment"), dict):  # JSON turns int layer keys into strings
+            merged["assignment"] = {_int_key(k): list(v) for k, v in merged["assignment"].items()}
         self.params = merged
         self.validate()
 
@@ -128,6 +136,9 @@ class SparseAttentionConfig:
             _validate_radial(self.params)
             for override in self.layer_overrides.values():
                 _validate_radial(override)
+        if self.method == "sparse_vdit":
+            for params in (self.params, *self.layer_overrides.values()):
+                _validate_sparse_vdit(params)
 
     def method_params(self, layer: int | None = None) -> dict[str, Any]:
         """The method's parameters with defaults filled in, and the layer's overrides applied."""
@@ -171,3 +182,22 @@ def _validate_radial(params: dict[str, Any]) -> None:
         _check_int("sink_frames", params["sink_frames"], 0)
     if "dense_distance" in params:
         _check_int("dense_distance", params["dense_distance"], 0)
+
+
+def _validate_sparse_vdit(params: dict[str, Any]) -> None:
+    from .methods.sparse_vdit import check_pattern
+
+    for name in ("diagonal_width", "multi_diagonal_width", "max_distance"):
+        if params.get(name) is not None:
+            _check_int(name, params[name], 0)
+    assignment = params.get("assignment")
+    if assignment is None:
+        return
+    if not isinstance(assignment, dict):
+        raise ValueError(f"assignment must be a dict {{layer: [pattern per head]}}, got {type(assignment).__name__}")
+    for layer, patterns in assignment.items():
+        _check_int("assignment keys", layer, 0)
+        if not isinstance(patterns, (list, tuple)) or not patterns:
+            raise ValueError(f"assignment[{layer}] must be a non-empty list of patterns, one per head")
+        for pattern in patterns:
+            check_pattern(pattern)

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from .base import AttentionCall, Method
 from .radial import RadialMethod
+from .sparse_vdit import SparseVDiTMethod
 
-METHODS: dict[str, type[Method]] = {"radial": RadialMethod}
+METHODS: dict[str, type[Method]] = {"radial": RadialMethod, "sparse_vdit": SparseVDiTMethod}
 
 
 def build_method(config, spec) -> Method | None:
