@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import env
+from . import env, mask
 
-SUBCOMMANDS = {"env": env}
+SUBCOMMANDS = {"env": env, "mask": mask}
 
 
 def build_parser() -> argparse.ArgumentParser:
