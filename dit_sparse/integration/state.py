@@ -67,6 +67,8 @@ class SparseState:
         self.context: str | None = None
         self._last_timestep: float | None = None
         self.total_seconds: float | None = None
+        # Callables (state, layer, q, k, v) told of every self-attention call, e.g. to capture inputs.
+        self.observers: list[Callable[..., None]] = []
         self.begin_generation()
 
     # -- schedule ------------------------------------------------------------------------------------
@@ -145,6 +147,8 @@ class SparseState:
                 f"{self.spec.name} layer {layer}: self-attention over {q.shape[2]} tokens, but the call's "
                 f"layout {layout} has {layout.num_tokens}"
             )
+        for observer in self.observers:
+            observer(self, layer, q, k, v)
         token = self.attention_timer.start(q.device)
         config = self.config
         if self.method is None or self.step < config.dense_steps or config.layer_is_dense(layer):

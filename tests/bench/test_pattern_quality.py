@@ -1,0 +1,30 @@
+from __future__ import annotations
+
+import torch
+
+from dit_sparse import VideoLayout
+from dit_sparse.bench.patterns import FAMILIES, fit_density, pattern_quality, relative_l2
+from dit_sparse.integration.capture import CapturedAttention
+
+
+def test_fit_density_finds_the_closest_width():
+    layout = VideoLayout(6, 8, 8)
+    mask, width = fit_density("diagonal", layout, 0.3, 16, 2)
+    assert abs(mask.density() - 0.3) < 0.05 and mask.num_heads == 2
+    # neighbours of the chosen width are no closer to the target
+    build = FAMILIES["diagonal"][0]
+    for other in (width - 1, width + 1):
+        assert abs(build(layout, other, 16, 2).density() - 0.3) >= abs(mask.density() - 0.3)
+
+
+def test_pattern_quality_rows_and_the_dense_limit():
+    layout = VideoLayout(4, 4, 4)
+    q, k, v = (torch.randn(1, 2, layout.num_tokens, 16) for _ in range(3))
+    call = CapturedAttention("transformer", 0, 0, None, layout, q, k, v)
+    rows = pattern_quality([call], densities=[1.0, 0.3], block_size=16)
+    assert {row["family"] for row in rows} == {*FAMILIES, "random"}
+    for row in rows:
+        assert 0 <= row["rel_l2"] < 2 and 0 < row["density"] <= 1
+        if row["density"] == 1.0:
+            assert row["rel_l2"] < 1e-5  # a full mask is dense attention
+    assert relative_l2(q, q) == 0.0
