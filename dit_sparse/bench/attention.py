@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib.metadata
 import json
 import logging
 import math
@@ -50,6 +49,7 @@ from tqdm import tqdm
 from ..attention import backend_status, block_sparse_attention, list_backends
 from ..kernels import BACKENDS
 from ..mask import SUPPORTED_BLOCK_SIZES, BlockSparseMask
+from ..utils import package_version
 
 logger = logging.getLogger(__name__)
 
@@ -188,13 +188,6 @@ def default_settings(device: torch.device | str | None = None) -> dict[str, Any]
     }
 
 
-def _package_version(name: str) -> str | None:
-    try:
-        return importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
 def _cpu_name() -> str:
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -249,11 +242,11 @@ def environment_info(device: torch.device | str | None = None) -> dict[str, Any]
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "python": platform.python_version(),
         "platform": platform.platform(),
-        "torch": _package_version("torch"),
-        "triton": _package_version("triton"),
-        "diffusers": _package_version("diffusers"),
-        "xformers": _package_version("xformers"),
-        "dit_sparse": _package_version("dit-sparse"),
+        "torch": package_version("torch"),
+        "triton": package_version("triton"),
+        "diffusers": package_version("diffusers"),
+        "xformers": package_version("xformers"),
+        "dit_sparse": package_version("dit-sparse"),
         "torch_cuda": torch.version.cuda,
         "device": str(device),
         "device_name": device_name,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib.metadata
 import json
 import os
 import platform
@@ -11,6 +10,7 @@ import platform
 import torch
 
 import dit_sparse
+from dit_sparse.utils import package_version
 
 PACKAGES = (
     "torch",
@@ -32,13 +32,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     return parser
-
-
-def _version(name: str) -> str | None:
-    try:
-        return importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-        return None
 
 
 def collect() -> dict:
@@ -69,7 +62,7 @@ def collect() -> dict:
         "dit_sparse": dit_sparse.__version__,
         "python": platform.python_version(),
         "platform": platform.platform(),
-        "packages": {name: _version(name) for name in PACKAGES},
+        "packages": {name: package_version(name) for name in PACKAGES},
         "triton_interpret": os.environ.get("TRITON_INTERPRET", "0") == "1",
         "devices": devices,
         "backends": backends,

@@ -10,22 +10,15 @@ from typing import Any
 import torch
 
 from ..config import SparseAttentionConfig
-from ..layout import VideoLayout
+from ..methods.base import AttentionCall
 from .apply import _transformers, apply_sparse_attention, remove_sparse_attention, sparse_state
 
 
 @dataclass(frozen=True)
-class CapturedAttention:
-    """One self-attention call: ``q, k, v`` are ``(B, H, N, D)``."""
+class CapturedAttention(AttentionCall):
+    """One recorded self-attention call (``q, k, v`` are ``(B, H, N, D)``) and which transformer made it."""
 
-    transformer: str
-    layer: int
-    step: int
-    context: str | None
-    layout: VideoLayout
-    q: torch.Tensor
-    k: torch.Tensor
-    v: torch.Tensor
+    transformer: str = "transformer"
 
 
 @contextlib.contextmanager
@@ -61,14 +54,14 @@ def capture_attention_inputs(
             if (layer_set is None or layer in layer_set) and (step_set is None or state.step in step_set):
                 records.append(
                     CapturedAttention(
-                        name,
-                        layer,
-                        state.step,
-                        state.context,
-                        state.layout,
-                        q.detach().to(device),
-                        k.detach().to(device),
-                        v.detach().to(device),
+                        layer=layer,
+                        step=state.step,
+                        context=state.context,
+                        layout=state.layout,
+                        q=q.detach().to(device),
+                        k=k.detach().to(device),
+                        v=v.detach().to(device),
+                        transformer=name,
                     )
                 )
 

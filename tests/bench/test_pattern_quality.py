@@ -20,7 +20,7 @@ def test_fit_density_finds_the_closest_width():
 def test_pattern_quality_rows_and_the_dense_limit():
     layout = VideoLayout(4, 4, 4)
     q, k, v = (torch.randn(1, 2, layout.num_tokens, 16) for _ in range(3))
-    call = CapturedAttention("transformer", 0, 0, None, layout, q, k, v)
+    call = CapturedAttention(layer=0, step=0, context=None, layout=layout, q=q, k=k, v=v)
     rows = pattern_quality([call], densities=[1.0, 0.3], block_size=16)
     assert {row["family"] for row in rows} == {*FAMILIES, "random"}
     for row in rows:
