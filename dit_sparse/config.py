@@ -20,7 +20,7 @@ METHOD_NAMES = (
     "sparsed",
     "paro",
 )
-IMPLEMENTED_METHODS = ("dense", "radial", "sparse_vdit")
+IMPLEMENTED_METHODS = ("dense", "radial", "sparse_vdit", "sliding_tile")
 BACKEND_NAMES = ("auto", "reference", "flex", "triton")
 
 # Parameters each method takes beyond the common ones, with their defaults.
@@ -30,6 +30,8 @@ METHOD_PARAMS: dict[str, dict[str, Any]] = {
     "radial": {"decay_factor": 1.0, "sink_frames": None, "dense_distance": 1},
     # Sparse-vDiT (Chen et al., 2025): per-(layer, head) static patterns; see methods/sparse_vdit.py.
     "sparse_vdit": {"assignment": None, "diagonal_width": None, "multi_diagonal_width": None, "max_distance": None},
+    # Sliding tile attention (Zhang et al., 2025): tiles of (t, h, w) latent cells, a window of tiles.
+    "sliding_tile": {"tile": (2, 8, 8), "window": (3, 3, 3), "head_windows": None},
 }
 
 
@@ -96,8 +98,17 @@ class SparseAttentionConfig:
         self.dense_heads = {int(k): tuple(v) for k, v in (dense_heads or {}).items()}
         merged = dict(params or {})
         merged.update(method_params)
-        if isinstance(merged.get("assignment"), dict):  # JSON turns int layer keys into strings
+        # JSON turns int layer keys into strings and tuples into lists; normalize both.
+        if isinstance(merged.get("assignment"), dict):
             merged["assignment"] = {_int_key(k): list(v) for k, v in merged["assignment"].items()}
+        if isinstance(merged.get("head_windows"), dict):
+            merged["head_windows"] = {
+                _int_key(k): [tuple(w) if isinstance(w, list) else w for w in v]
+                for k, v in merged["head_windows"].items()
+            }
+        for name in ("tile", "window"):
+            if isinstance(merged.get(name), list):
+                merged[name] = tuple(merged[name])
         self.params = merged
         self.validate()
 
@@ -136,6 +147,9 @@ class SparseAttentionConfig:
             _validate_radial(self.params)
             for override in self.layer_overrides.values():
                 _validate_radial(override)
+        if self.method == "sliding_tile":
+            for params in (self.params, *self.layer_overrides.values()):
+                _validate_sliding_tile(params)
         if self.method == "sparse_vdit":
             for params in (self.params, *self.layer_overrides.values()):
                 _validate_sparse_vdit(params)
@@ -201,3 +215,29 @@ def _validate_sparse_vdit(params: dict[str, Any]) -> None:
             raise ValueError(f"assignment[{layer}] must be a non-empty list of patterns, one per head")
         for pattern in patterns:
             check_pattern(pattern)
+
+
+def _triple(name: str, value: Any) -> None:
+    if (
+        not isinstance(value, (tuple, list))
+        or len(value) != 3
+        or any(isinstance(x, bool) or not isinstance(x, int) or x < 1 for x in value)
+    ):
+        raise ValueError(f"{name} must be three positive ints (t, h, w), got {value!r}")
+
+
+def _validate_sliding_tile(params: dict[str, Any]) -> None:
+    for name in ("tile", "window"):
+        if name in params:
+            _triple(name, params[name])
+    head_windows = params.get("head_windows")
+    if head_windows is None:
+        return
+    if not isinstance(head_windows, dict):
+        raise ValueError(f"head_windows must be a dict {{layer: [(wt, wh, ww) per head]}}, got {head_windows!r}")
+    for layer, windows in head_windows.items():
+        _check_int("head_windows keys", layer, 0)
+        if not isinstance(windows, (list, tuple)) or not windows:
+            raise ValueError(f"head_windows[{layer}] must be a non-empty list, one window per head")
+        for window in windows:
+            _triple(f"head_windows[{layer}] entries", window)

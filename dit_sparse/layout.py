@@ -111,16 +111,40 @@ class VideoLayout:
         grid = torch.arange(self.video_tokens, device=device).view(self.frames, self.height, self.width)
         dims = tuple("FHW".index(axis) for axis in order)
         video = grid.permute(dims).reshape(-1) + self.video_start  # (video_tokens,)
-        text = torch.arange(self.text_len, device=device)
+        return self._with_text(video)
+
+    def inverse_permutation(self, order: str = "FHW", device: torch.device | str | None = None) -> torch.Tensor:
+        """The ``inv`` with ``x[..., perm, :][..., inv, :] == x`` for ``perm = permutation(order)``."""
+        return invert_permutation(self.permutation(order, device=device))
+
+    def tile_permutation(self, tile: tuple[int, int, int], device: torch.device | str | None = None) -> torch.Tensor:
+        """Permutation that makes each (t, h, w)-cell tile of video tokens contiguous (text stays in place).
+
+        Tiles are ordered frame-tile-major, then row, then column; inside a tile tokens keep (F, H, W)
+        order. Tiles at the far edges are partial when the grid does not divide, and hold fewer tokens.
+        ``x[..., perm, :]`` reorders; :func:`invert_permutation` undoes it.
+        """
+        if len(tile) != 3 or any(isinstance(x, bool) or not isinstance(x, int) or x < 1 for x in tile):
+            raise ValueError(f"tile must be three positive ints (t, h, w), got {tile!r}")
+        coords = self.video_coordinates(device)  # (video_tokens, 3), native order
+        tiles = coords // torch.tensor(tile, device=coords.device)  # tile index per axis
+        n_tiles = [-(-n // t) for n, t in zip((self.frames, self.height, self.width), tile, strict=True)]
+        tile_id = (tiles[:, 0] * n_tiles[1] + tiles[:, 1]) * n_tiles[2] + tiles[:, 2]
+        # stable sort by tile id keeps (F, H, W) order inside each tile
+        video = torch.sort(tile_id, stable=True).indices + self.video_start
+        return self._with_text(video)
+
+    def _with_text(self, video: torch.Tensor) -> torch.Tensor:
+        text = torch.arange(self.text_len, device=video.device)
         if self.text_position == "prefix":
             return torch.cat([text, video])
         if self.text_position == "suffix":
             return torch.cat([video, text + self.video_tokens])
         return video
 
-    def inverse_permutation(self, order: str = "FHW", device: torch.device | str | None = None) -> torch.Tensor:
-        """The ``inv`` with ``x[..., perm, :][..., inv, :] == x`` for ``perm = permutation(order)``."""
-        perm = self.permutation(order, device=device)
-        inv = torch.empty_like(perm)
-        inv[perm] = torch.arange(perm.numel(), device=perm.device)
-        return inv
+
+def invert_permutation(perm: torch.Tensor) -> torch.Tensor:
+    """``inv`` with ``x[..., perm, :][..., inv, :] == x``; works on the last dim of (..., N) permutations."""
+    inv = torch.empty_like(perm)
+    inv.scatter_(-1, perm, torch.arange(perm.shape[-1], device=perm.device).expand_as(perm))
+    return inv

@@ -36,6 +36,8 @@ def test_layer_overrides_change_parameters():
         (dict(method="radial", layer_overrides={0: {"speed": 1}}), r"layer_overrides\[0\] has unknown"),
         (dict(method="radial", layer_overrides={0: {"method": "paro"}}), "may switch a layer to 'dense' only"),
         (dict(method="radial", dense_heads={0: [-1]}), r"dense_heads\[0\] entries must be an int >= 0"),
+        (dict(method="sliding_tile", tile=(2, 2)), r"tile must be three positive ints"),
+        (dict(method="sliding_tile", head_windows={0: [(1, 1, 0)]}), r"head_windows\[0\] entries must be three"),
     ],
 )
 def test_bad_configs_name_the_problem(kwargs, message):
@@ -49,3 +51,10 @@ def test_from_dict_rejects_unknown_keys():
         SparseAttentionConfig.from_dict({"method": "radial", "steps": 3})
     with pytest.raises(ValueError, match="a config must be a dict"):
         SparseAttentionConfig.from_dict(["radial"])
+
+
+def test_sliding_tile_config_survives_json():
+    import json
+
+    cfg = SparseAttentionConfig("sliding_tile", tile=(2, 4, 4), head_windows={3: [(1, 2, 2), (3, 3, 3)]})
+    assert SparseAttentionConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg

@@ -12,7 +12,7 @@ import torch
 
 from ..attention import block_sparse_attention
 from ..config import SparseAttentionConfig
-from ..layout import VideoLayout
+from ..layout import VideoLayout, invert_permutation
 from ..mask import BlockSparseMask
 from ..methods import AttentionCall, build_method
 from .specs import ModelSpec
@@ -155,8 +155,14 @@ class SparseState:
             out, density = dense_fn(), 1.0
         else:
             call = AttentionCall(layer, self.step, self.context, layout, q, k, v)
-            mask = self._with_dense_heads(self.method.mask_for(call), layer)
-            out = self._sparse(q, k, v, mask, attn_mask, scale)
+            plan = self.method.plan_for(call)
+            mask = self._with_dense_heads(plan.mask, layer)
+            if plan.permutation is None:
+                out = self._sparse(q, k, v, mask, attn_mask, scale)
+            else:  # the mask is over a reordered sequence; text stays in place, so key padding does too
+                perm = plan.permutation
+                q, k, v = (_reorder(t, perm) for t in (q, k, v))
+                out = _reorder(self._sparse(q, k, v, mask, attn_mask, scale), invert_permutation(perm))
             density = self._density(mask)
         self.attention_timer.stop(token)
         self.calls += 1
@@ -222,6 +228,14 @@ class SparseState:
             "layout": None if self.layout is None else vars(self.layout).copy(),
             "mean_layer_density": sum(counted) / len(counted) if counted else None,
         }
+
+
+def _reorder(x: torch.Tensor, perm: torch.Tensor) -> torch.Tensor:
+    """``x[:, :, perm]`` for a ``(N,)`` permutation, or per head for an ``(H, N)`` one; x is ``(B, H, N, D)``."""
+    if perm.dim() == 1:
+        return x[:, :, perm]
+    index = perm[None, :, :, None].expand(x.shape[0], -1, -1, x.shape[-1])  # (B, H, N, D)
+    return torch.gather(x, 2, index)
 
 
 def _key_prefix_lengths(attn_mask: torch.Tensor, batch: int, n_keys: int) -> list[int]:

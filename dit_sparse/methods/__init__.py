@@ -6,11 +6,16 @@ dense) for an :class:`AttentionCall`.
 
 from __future__ import annotations
 
-from .base import AttentionCall, Method
+from .base import AttentionCall, AttentionPlan, Method
 from .radial import RadialMethod
+from .sliding_tile import SlidingTileMethod
 from .sparse_vdit import SparseVDiTMethod
 
-METHODS: dict[str, type[Method]] = {"radial": RadialMethod, "sparse_vdit": SparseVDiTMethod}
+METHODS: dict[str, type[Method]] = {
+    "radial": RadialMethod,
+    "sparse_vdit": SparseVDiTMethod,
+    "sliding_tile": SlidingTileMethod,
+}
 
 
 def build_method(config, spec) -> Method | None:
@@ -20,4 +25,4 @@ def build_method(config, spec) -> Method | None:
     return METHODS[config.method](config, spec)
 
 
-__all__ = ["METHODS", "AttentionCall", "Method", "build_method"]
+__all__ = ["METHODS", "AttentionCall", "AttentionPlan", "Method", "build_method"]

@@ -30,6 +30,18 @@ class AttentionCall:
         return self.q.shape[1]
 
 
+@dataclass(frozen=True)
+class AttentionPlan:
+    """How to run one call: the block mask, over the sequence reordered by ``permutation`` if one is given.
+
+    ``permutation`` is ``(N,)`` (all heads) or ``(H, N)`` (one order per head); ``x[..., perm, :]`` reorders
+    and the state applies the exact inverse to the output.
+    """
+
+    mask: BlockSparseMask
+    permutation: torch.Tensor | None = None
+
+
 class Method:
     """Decides the block mask of a self-attention call.
 
@@ -51,3 +63,7 @@ class Method:
 
     def mask_for(self, call: AttentionCall) -> BlockSparseMask:
         raise NotImplementedError
+
+    def plan_for(self, call: AttentionCall) -> AttentionPlan:
+        """The mask (and token order) of this call; methods that reorder tokens override this."""
+        return AttentionPlan(self.mask_for(call))
