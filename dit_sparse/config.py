@@ -20,7 +20,7 @@ METHOD_NAMES = (
     "sparsed",
     "paro",
 )
-IMPLEMENTED_METHODS = ("dense", "radial", "sparse_vdit", "sliding_tile")
+IMPLEMENTED_METHODS = ("dense", "radial", "sparse_vdit", "sliding_tile", "svg")
 BACKEND_NAMES = ("auto", "reference", "flex", "triton")
 
 # Parameters each method takes beyond the common ones, with their defaults.
@@ -32,6 +32,8 @@ METHOD_PARAMS: dict[str, dict[str, Any]] = {
     "sparse_vdit": {"assignment": None, "diagonal_width": None, "multi_diagonal_width": None, "max_distance": None},
     # Sliding tile attention (Zhang et al., 2025): tiles of (t, h, w) latent cells, a window of tiles.
     "sliding_tile": {"tile": (2, 8, 8), "window": (3, 3, 3), "head_windows": None},
+    # Sparse VideoGen (Xi et al., 2025): per head, online, spatial or temporal by sampled error.
+    "svg": {"spatial_width": None, "temporal_width": None, "num_samples": 64, "seed": 0},
 }
 
 
@@ -150,6 +152,15 @@ class SparseAttentionConfig:
         if self.method == "sliding_tile":
             for params in (self.params, *self.layer_overrides.values()):
                 _validate_sliding_tile(params)
+        if self.method == "svg":
+            for params in (self.params, *self.layer_overrides.values()):
+                for name in ("spatial_width", "temporal_width"):
+                    if params.get(name) is not None:
+                        _check_int(name, params[name], 1)
+                if "num_samples" in params:
+                    _check_int("num_samples", params["num_samples"], 1)
+                if "seed" in params:
+                    _check_int("seed", params["seed"], 0)
         if self.method == "sparse_vdit":
             for params in (self.params, *self.layer_overrides.values()):
                 _validate_sparse_vdit(params)

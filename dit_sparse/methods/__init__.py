@@ -10,11 +10,13 @@ from .base import AttentionCall, AttentionPlan, Method
 from .radial import RadialMethod
 from .sliding_tile import SlidingTileMethod
 from .sparse_vdit import SparseVDiTMethod
+from .svg import SVGMethod
 
 METHODS: dict[str, type[Method]] = {
     "radial": RadialMethod,
     "sparse_vdit": SparseVDiTMethod,
     "sliding_tile": SlidingTileMethod,
+    "svg": SVGMethod,
 }
 
 

@@ -14,6 +14,7 @@ METHODS = {
     "sliding_tile": ds.SparseAttentionConfig(
         "sliding_tile", block_size=16, backend="reference", tile=(1, 4, 4), window=(3, 1, 1)
     ),
+    "svg": ds.SparseAttentionConfig("svg", block_size=16, backend="reference"),
 }
 
 
