@@ -20,7 +20,7 @@ METHOD_NAMES = (
     "sparsed",
     "paro",
 )
-IMPLEMENTED_METHODS = ("dense", "radial", "sparse_vdit", "sliding_tile", "svg")
+IMPLEMENTED_METHODS = ("dense", "radial", "sparse_vdit", "sliding_tile", "svg", "sparsed")
 BACKEND_NAMES = ("auto", "reference", "flex", "triton")
 
 # Parameters each method takes beyond the common ones, with their defaults.
@@ -34,6 +34,8 @@ METHOD_PARAMS: dict[str, dict[str, Any]] = {
     "sliding_tile": {"tile": (2, 8, 8), "window": (3, 3, 3), "head_windows": None},
     # Sparse VideoGen (Xi et al., 2025): per head, online, spatial or temporal by sampled error.
     "svg": {"spatial_width": None, "temporal_width": None, "num_samples": 64, "seed": 0},
+    # SparseD schedule: dense for dense_steps, then masks by block mass found once and reused.
+    "sparsed": {"tau": 0.9, "fraction": None, "min_blocks_per_row": 1},
 }
 
 
@@ -161,6 +163,16 @@ class SparseAttentionConfig:
                     _check_int("num_samples", params["num_samples"], 1)
                 if "seed" in params:
                     _check_int("seed", params["seed"], 0)
+        if self.method == "sparsed":
+            for params in (self.params, *self.layer_overrides.values()):
+                for name in ("tau", "fraction"):
+                    value = params.get(name)
+                    if value is not None and (
+                        isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1
+                    ):
+                        raise ValueError(f"{name} must be in (0, 1], got {value!r}")
+                if "min_blocks_per_row" in params:
+                    _check_int("min_blocks_per_row", params["min_blocks_per_row"], 1)
         if self.method == "sparse_vdit":
             for params in (self.params, *self.layer_overrides.values()):
                 _validate_sparse_vdit(params)

@@ -10,6 +10,7 @@ from .base import AttentionCall, AttentionPlan, Method
 from .radial import RadialMethod
 from .sliding_tile import SlidingTileMethod
 from .sparse_vdit import SparseVDiTMethod
+from .sparsed import SparseDMethod
 from .svg import SVGMethod
 
 METHODS: dict[str, type[Method]] = {
@@ -17,6 +18,7 @@ METHODS: dict[str, type[Method]] = {
     "sparse_vdit": SparseVDiTMethod,
     "sliding_tile": SlidingTileMethod,
     "svg": SVGMethod,
+    "sparsed": SparseDMethod,
 }
 
 

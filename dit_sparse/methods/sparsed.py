@@ -1,0 +1,63 @@
+"""``method="sparsed"``: dense early steps, then head-specific masks found once and reused to the end.
+
+The schedule of SparseD (Wang et al., 2025, "SparseD: Sparse Attention for Diffusion Language Models",
+https://arxiv.org/abs/2509.24014), as the architecture applies it to video DiTs: the early denoising steps
+matter most and run dense (``dense_steps``); at the first sparse step each layer, context (cond / uncond)
+and batch entry measures its exact block attention mass (:func:`dit_sparse.scoring.block_attention_mass`,
+no N x N), keeps per head the blocks that hold ``tau`` of each query block's mass (or the top
+``fraction`` of blocks), and reuses that mask for every later step. Text rows and columns stay dense.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..layout import VideoLayout
+from ..mask import BlockSparseMask
+from ..scoring import block_attention_mass, select_blocks
+from .base import AttentionCall, Method
+
+
+def text_blocks(layout: VideoLayout, block_size: int) -> torch.Tensor:
+    """(nB,) bool: blocks holding at least one text token."""
+    n_blocks = -(-layout.num_tokens // block_size)
+    marks = torch.zeros(n_blocks, dtype=torch.bool)
+    text = torch.arange(layout.num_tokens)[layout.text_slice]
+    marks[text // block_size] = True
+    return marks
+
+
+def masks_from_mass(mass: torch.Tensor, layout: VideoLayout, block_size: int, params: dict) -> BlockSparseMask:
+    """Selection by ``tau`` or ``fraction`` with text rows and columns kept; ``mass`` is (B, H, nB, nB)."""
+    rule = {"fraction": params["fraction"]} if params["fraction"] is not None else {"tau": params["tau"]}
+    table = select_blocks(mass, min_blocks_per_row=params["min_blocks_per_row"], **rule)
+    text = text_blocks(layout, block_size).to(table.device)
+    table[..., text, :] = True
+    table[..., :, text] = True
+    n = layout.num_tokens
+    return BlockSparseMask.from_dense(table, block_size, (n, n), name=f"sparsed({rule})")
+
+
+class SparseDMethod(Method):
+    name = "sparsed"
+
+    def __init__(self, config, spec) -> None:
+        super().__init__(config, spec)
+        self._masks: dict[tuple, BlockSparseMask] = {}
+
+    def reset(self) -> None:
+        super().reset()
+        self._masks.clear()  # a new generation searches again
+
+    def mask_for(self, call: AttentionCall) -> BlockSparseMask:
+        key = (call.layer, call.context, call.layout, tuple(call.q.shape), call.q.device)
+        mask = self._masks.get(key)
+        if mask is not None:
+            self.reuses += 1
+            return mask
+        params = self.config.method_params(call.layer)
+        mass = block_attention_mass(call.q, call.k, block_size=self.config.block_size)
+        mask = masks_from_mass(mass, call.layout, self.config.block_size, params)
+        self._masks[key] = mask
+        self.searches += 1
+        return mask

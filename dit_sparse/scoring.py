@@ -1,0 +1,190 @@
+"""Block scores for dynamic sparsity: exact per-block attention mass, computed without an N x N matrix.
+
+``block_attention_mass(q, k)`` gives, for each (q block, kv block), the mean over the block's queries of
+the attention probability mass the block's keys receive: ``sum_{j in block} exp(q_i k_j * scale - lse_i)``
+averaged over rows ``i`` of the q block. Each row of the result sums to 1 over kv blocks. This is the
+quantity AdaSpa and SparseD select blocks by (AdaSpa: Xia et al., 2025, https://arxiv.org/abs/2502.21079).
+
+Two passes: the row log-sum-exp (skipped when ``lse`` is given, e.g. cached from an earlier search or
+returned by the attention kernel), then the masses. The PyTorch path streams over kv chunks (memory
+``N * chunk`` per head); the Triton kernel streams over kv tiles.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import torch
+
+from .kernels.triton_block_sparse import LOG2E, interpreting, triton_unavailable_reason
+
+
+def row_logsumexp(q: torch.Tensor, k: torch.Tensor, *, scale: float | None = None, chunk: int = 1024) -> torch.Tensor:
+    """``logsumexp_j(q_i k_j * scale)`` for every query row, ``(B, H, N)`` fp32, streaming over kv chunks."""
+    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
+    running_max = running_sum = None
+    for start in range(0, k.shape[2], chunk):
+        scores = torch.matmul(q.float(), k[:, :, start : start + chunk].float().transpose(-2, -1)) * scale
+        chunk_max = scores.amax(dim=-1)  # (B, H, N)
+        if running_max is None:
+            running_max, running_sum = chunk_max, torch.exp(scores - chunk_max[..., None]).sum(-1)
+            continue
+        new_max = torch.maximum(running_max, chunk_max)
+        running_sum = running_sum * torch.exp(running_max - new_max) + torch.exp(scores - new_max[..., None]).sum(-1)
+        running_max = new_max
+    return running_max + torch.log(running_sum)
+
+
+def _block_mass_torch(q, k, lse, bq, bk, scale) -> torch.Tensor:
+    B, H, n_q, _ = q.shape
+    n_k = k.shape[2]
+    n_q_blocks, n_kv_blocks = -(-n_q // bq), -(-n_k // bk)
+    mass = torch.zeros(B, H, n_q_blocks, n_kv_blocks, dtype=torch.float32, device=q.device)
+    pad = n_kv_blocks * bk - n_k
+    for i in range(n_q_blocks):
+        rows = slice(i * bq, min((i + 1) * bq, n_q))
+        scores = torch.matmul(q[:, :, rows].float(), k.float().transpose(-2, -1)) * scale  # (B, H, r, Nk)
+        probs = torch.exp(scores - lse[:, :, rows, None])
+        probs = torch.nn.functional.pad(probs, (0, pad)).view(B, H, -1, n_kv_blocks, bk)
+        mass[:, :, i] = probs.sum(dim=(2, 4)) / probs.shape[2]
+    return mass
+
+
+@functools.cache
+def _block_mass_kernel():
+    """Built on first use (and once), so that importing dit_sparse never imports triton."""
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def _block_mass_kernel(
+        Q, K, LSE, MASS, qk_scale_log2,
+        stride_qb, stride_qh, stride_qn, stride_qd,
+        stride_kb, stride_kh, stride_kn, stride_kd,
+        H, N_Q, N_K, HEAD_DIM, N_KV_BLOCKS,
+        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+    ):  # fmt: skip
+        pid_m = tl.program_id(0)
+        pid_bh = tl.program_id(1)
+        b, h = pid_bh // H, pid_bh % H
+        offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+        offs_d = tl.arange(0, BLOCK_D)
+        row_ok = offs_m < N_Q
+        q = tl.load(
+            Q + b * stride_qb + h * stride_qh + offs_m[:, None] * stride_qn + offs_d[None, :] * stride_qd,
+            mask=row_ok[:, None] & (offs_d[None, :] < HEAD_DIM),
+            other=0.0,
+        )
+        lse_log2 = tl.load(LSE + pid_bh * N_Q + offs_m, mask=row_ok, other=0.0) * 1.4426950408889634
+        n_rows = tl.minimum(N_Q - pid_m * BLOCK_M, BLOCK_M)
+        for j in range(0, N_KV_BLOCKS):
+            offs_n = j * BLOCK_N + tl.arange(0, BLOCK_N)
+            col_ok = offs_n < N_K
+            k = tl.load(
+                K + b * stride_kb + h * stride_kh + offs_n[None, :] * stride_kn + offs_d[:, None] * stride_kd,
+                mask=col_ok[None, :] & (offs_d[:, None] < HEAD_DIM),
+                other=0.0,
+            )
+            qk = tl.dot(q, k, input_precision="ieee") * qk_scale_log2
+            p = tl.exp2(qk - lse_log2[:, None])
+            p = tl.where(row_ok[:, None] & col_ok[None, :], p, 0.0)
+            total = tl.sum(tl.sum(p, 1), 0) / n_rows
+            tl.store(MASS + (pid_bh * tl.cdiv(N_Q, BLOCK_M) + pid_m) * N_KV_BLOCKS + j, total)
+
+    return _block_mass_kernel
+
+
+def _block_mass_triton(q, k, lse, bq, bk, scale) -> torch.Tensor:
+    import triton
+
+    B, H, n_q, D = q.shape
+    n_k = k.shape[2]
+    n_q_blocks, n_kv_blocks = triton.cdiv(n_q, bq), triton.cdiv(n_k, bk)
+    mass = torch.empty(B, H, n_q_blocks, n_kv_blocks, dtype=torch.float32, device=q.device)
+    lse = lse.float().contiguous()
+    block_d = max(16, 1 << (D - 1).bit_length())
+    _block_mass_kernel()[(n_q_blocks, B * H)](
+        q, k, lse, mass, scale * LOG2E, *q.stride(), *k.stride(), H, n_q, n_k, D, n_kv_blocks,
+        BLOCK_M=bq, BLOCK_N=bk, BLOCK_D=block_d,
+    )  # fmt: skip
+    return mass
+
+
+def block_attention_mass(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    *,
+    block_size: int | tuple[int, int] = 128,
+    lse: torch.Tensor | None = None,
+    scale: float | None = None,
+    backend: str = "auto",
+) -> torch.Tensor:
+    """Mean attention mass per (q block, kv block), ``(B, H, nQ, nK)`` fp32; rows sum to 1.
+
+    Args:
+        q, k (`torch.Tensor` of shape ``(B, H, N, D)``): queries and keys.
+        block_size (`int` or `(int, int)`, defaults to 128): q and kv block sizes.
+        lse (`torch.Tensor` of shape ``(B, H, Nq)``, optional): row log-sum-exp (natural log) to reuse;
+            computed when absent.
+        scale (`float`, optional): softmax scale, default ``1 / sqrt(D)``.
+        backend (`str`, defaults to ``"auto"``): ``"torch"`` (streaming PyTorch), ``"triton"``, or
+            ``"auto"`` (Triton on a CUDA GPU, else PyTorch).
+    """
+    if q.dim() != 4 or k.dim() != 4 or q.shape[:2] != k.shape[:2] or q.shape[-1] != k.shape[-1]:
+        raise ValueError(f"q and k must be (B, H, N, D) with matching B, H, D; got {tuple(q.shape)}, {tuple(k.shape)}")
+    bq, bk = (block_size, block_size) if isinstance(block_size, int) else block_size
+    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
+    if lse is None:
+        lse = row_logsumexp(q, k, scale=scale)
+    elif lse.shape != q.shape[:3]:
+        raise ValueError(f"lse must be (B, H, Nq) = {tuple(q.shape[:3])}, got {tuple(lse.shape)}")
+    if backend == "auto":
+        backend = "triton" if q.is_cuda and triton_unavailable_reason(q.device) is None else "torch"
+    if backend == "triton":
+        reason = triton_unavailable_reason(q.device)
+        if reason is not None:
+            raise ValueError(f"triton block mass cannot run: {reason}")
+        if q.device.type == "cpu" and interpreting() and q.dtype == torch.bfloat16:
+            raise ValueError("bf16 is silently wrong under the Triton interpreter; use fp16 or fp32 on a CPU")
+        return _block_mass_triton(q, k, lse, bq, bk, scale)
+    if backend != "torch":
+        raise ValueError(f"backend must be 'auto', 'torch' or 'triton', got {backend!r}")
+    return _block_mass_torch(q, k, lse, bq, bk, scale)
+
+
+def select_blocks(
+    mass: torch.Tensor,
+    *,
+    fraction: float | None = None,
+    tau: float | None = None,
+    top_k: int | None = None,
+    min_blocks_per_row: int = 1,
+) -> torch.Tensor:
+    """Boolean block table ``(B, H, nQ, nK)`` from block masses, by exactly one rule per row.
+
+    ``fraction``: the top ``ceil(fraction * nK)`` blocks; ``tau``: the fewest top blocks whose mass reaches
+    ``tau`` (XAttention / AdaSpa style); ``top_k``: the top ``k``. Every row keeps at least
+    ``min_blocks_per_row`` blocks.
+    """
+    rules = [x is not None for x in (fraction, tau, top_k)]
+    if sum(rules) != 1:
+        raise ValueError("give exactly one of fraction, tau, top_k")
+    n_kv = mass.shape[-1]
+    if fraction is not None:
+        if not 0 < fraction <= 1:
+            raise ValueError(f"fraction must be in (0, 1], got {fraction!r}")
+        counts = torch.full(mass.shape[:-1], math.ceil(fraction * n_kv), device=mass.device)
+    elif top_k is not None:
+        if top_k < 1:
+            raise ValueError(f"top_k must be >= 1, got {top_k!r}")
+        counts = torch.full(mass.shape[:-1], min(top_k, n_kv), device=mass.device)
+    else:
+        if not 0 < tau <= 1:
+            raise ValueError(f"tau must be in (0, 1], got {tau!r}")
+        ordered = torch.sort(mass, dim=-1, descending=True).values
+        before = torch.cumsum(ordered, dim=-1) - ordered  # mass of the blocks ranked above each one
+        counts = (before < tau * ordered.sum(-1, keepdim=True) - 1e-12).sum(-1)
+    counts = counts.clamp(min=min(min_blocks_per_row, n_kv), max=n_kv)
+    rank = torch.argsort(torch.argsort(mass, dim=-1, descending=True, stable=True), dim=-1)
+    return rank < counts[..., None]

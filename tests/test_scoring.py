@@ -1,0 +1,73 @@
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from conftest import HAS_CUDA
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dit_sparse.scoring import block_attention_mass, row_logsumexp, select_blocks
+
+DEVICE = "cuda" if HAS_CUDA else "cpu"
+
+
+def explicit_mass(q, k, bq, bk):
+    """Block mass from the full softmax matrix (N x N): the definition."""
+    probs = (torch.matmul(q.double(), k.double().transpose(-2, -1)) / math.sqrt(q.shape[-1])).softmax(-1)
+    n_q, n_k = probs.shape[-2:]
+    nb_q, nb_k = math.ceil(n_q / bq), math.ceil(n_k / bk)
+    padded = torch.nn.functional.pad(probs, (0, nb_k * bk - n_k, 0, nb_q * bq - n_q))
+    sums = padded.view(*probs.shape[:2], nb_q, bq, nb_k, bk).sum(dim=(3, 5))
+    rows = torch.tensor([min(bq, n_q - i * bq) for i in range(nb_q)], dtype=torch.float64)
+    return sums / rows[:, None]
+
+
+@settings(max_examples=10, deadline=None)
+@given(
+    n_q=st.integers(20, 200),
+    n_k=st.integers(20, 200),
+    block=st.sampled_from([(16, 16), (32, 16), (64, 32)]),
+    backend=st.sampled_from(["torch", "triton"]),
+    dtype=st.sampled_from([torch.float32, torch.float16]),
+    seed=st.integers(0, 1000),
+)
+def test_mass_equals_the_explicit_softmax(n_q, n_k, block, backend, dtype, seed):
+    g = torch.Generator().manual_seed(seed)
+    q = torch.randn(2, 2, n_q, 32, generator=g).to(DEVICE, dtype)
+    k = torch.randn(2, 2, n_k, 32, generator=g).to(DEVICE, dtype)
+    mass = block_attention_mass(q, k, block_size=block, backend=backend)
+    expected = explicit_mass(q, k, *block)
+    tol = 1e-5 if dtype == torch.float32 else 2e-3
+    torch.testing.assert_close(mass.double(), expected, atol=tol, rtol=tol)
+    torch.testing.assert_close(mass.sum(-1).double(), torch.ones_like(expected[..., 0]), atol=tol, rtol=tol)
+
+
+def test_streaming_lse_and_its_reuse():
+    q, k = torch.randn(1, 2, 300, 16), torch.randn(1, 2, 300, 16)
+    scores = q @ k.transpose(-2, -1) / 4.0
+    lse = row_logsumexp(q, k, chunk=64)
+    torch.testing.assert_close(lse, torch.logsumexp(scores, -1), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        block_attention_mass(q, k, block_size=64, lse=lse), block_attention_mass(q, k, block_size=64)
+    )
+    with pytest.raises(ValueError, match=r"lse must be \(B, H, Nq\)"):
+        block_attention_mass(q, k, lse=lse[:, :1])
+
+
+def test_selection_invariants():
+    mass = torch.rand(2, 3, 8, 10).softmax(-1)
+    for tau in (0.3, 0.7, 0.95):
+        kept = select_blocks(mass, tau=tau)
+        assert kept.any(-1).all()
+        assert ((mass * kept).sum(-1) >= tau - 1e-6).all()
+        # minimal: dropping the smallest kept block falls under tau
+        smallest = torch.where(kept, mass, torch.inf).amin(-1)
+        assert (((mass * kept).sum(-1) - smallest) < tau + 1e-6).all()
+    assert (select_blocks(mass, fraction=0.25).sum(-1) == 3).all()  # ceil(0.25 * 10)
+    assert (select_blocks(mass, top_k=2, min_blocks_per_row=4).sum(-1) == 4).all()
+    with pytest.raises(ValueError, match="exactly one of"):
+        select_blocks(mass, tau=0.5, fraction=0.5)
+    with pytest.raises(ValueError, match=r"tau must be in \(0, 1\]"):
+        select_blocks(mass, tau=1.5)
