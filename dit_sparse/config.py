@@ -20,7 +20,7 @@ METHOD_NAMES = (
     "sparsed",
     "paro",
 )
-IMPLEMENTED_METHODS = ("dense", "radial", "sparse_vdit", "sliding_tile", "svg", "sparsed")
+IMPLEMENTED_METHODS = ("dense", "radial", "sparse_vdit", "sliding_tile", "svg", "sparsed", "adaspa")
 BACKEND_NAMES = ("auto", "reference", "flex", "triton")
 
 # Parameters each method takes beyond the common ones, with their defaults.
@@ -36,6 +36,8 @@ METHOD_PARAMS: dict[str, dict[str, Any]] = {
     "svg": {"spatial_width": None, "temporal_width": None, "num_samples": 64, "seed": 0},
     # SparseD schedule: dense for dense_steps, then masks by block mass found once and reused.
     "sparsed": {"tau": 0.9, "fraction": None, "min_blocks_per_row": 1},
+    # AdaSpa (Xia et al., 2025): searches at search_steps (the paper's 10 and 30 of 50), reuse between.
+    "adaspa": {"search_steps": (10, 30), "density": 0.2, "min_blocks_per_row": 1},
 }
 
 
@@ -110,7 +112,7 @@ class SparseAttentionConfig:
                 _int_key(k): [tuple(w) if isinstance(w, list) else w for w in v]
                 for k, v in merged["head_windows"].items()
             }
-        for name in ("tile", "window"):
+        for name in ("tile", "window", "search_steps"):
             if isinstance(merged.get(name), list):
                 merged[name] = tuple(merged[name])
         self.params = merged
@@ -171,6 +173,18 @@ class SparseAttentionConfig:
                         isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1
                     ):
                         raise ValueError(f"{name} must be in (0, 1], got {value!r}")
+                if "min_blocks_per_row" in params:
+                    _check_int("min_blocks_per_row", params["min_blocks_per_row"], 1)
+        if self.method == "adaspa":
+            for params in (self.params, *self.layer_overrides.values()):
+                steps = params.get("search_steps", (0,))
+                if not isinstance(steps, (tuple, list)) or not steps:
+                    raise ValueError(f"search_steps must be a non-empty list of step indices, got {steps!r}")
+                for step in steps:
+                    _check_int("search_steps entries", step, 0)
+                value = params.get("density", 0.5)
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+                    raise ValueError(f"density must be in (0, 1], got {value!r}")
                 if "min_blocks_per_row" in params:
                     _check_int("min_blocks_per_row", params["min_blocks_per_row"], 1)
         if self.method == "sparse_vdit":

@@ -38,6 +38,8 @@ def test_layer_overrides_change_parameters():
         (dict(method="radial", dense_heads={0: [-1]}), r"dense_heads\[0\] entries must be an int >= 0"),
         (dict(method="sliding_tile", tile=(2, 2)), r"tile must be three positive ints"),
         (dict(method="sparsed", tau=1.5), r"tau must be in \(0, 1\]"),
+        (dict(method="adaspa", search_steps=[]), "search_steps must be a non-empty list"),
+        (dict(method="adaspa", density=0), r"density must be in \(0, 1\]"),
         (dict(method="svg", num_samples=0), "num_samples must be an int >= 1"),
         (dict(method="sliding_tile", head_windows={0: [(1, 1, 0)]}), r"head_windows\[0\] entries must be three"),
     ],

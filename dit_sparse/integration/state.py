@@ -156,14 +156,16 @@ class SparseState:
         else:
             call = AttentionCall(layer, self.step, self.context, layout, q, k, v)
             plan = self.method.plan_for(call)
-            mask = self._with_dense_heads(plan.mask, layer)
-            if plan.permutation is None:
+            mask = None if plan.dense else self._with_dense_heads(plan.mask, layer)
+            if mask is None:
+                out = dense_fn()
+            elif plan.permutation is None:
                 out = self._sparse(q, k, v, mask, attn_mask, scale)
             else:  # the mask is over a reordered sequence; text stays in place, so key padding does too
                 perm = plan.permutation
                 q, k, v = (_reorder(t, perm) for t in (q, k, v))
                 out = _reorder(self._sparse(q, k, v, mask, attn_mask, scale), invert_permutation(perm))
-            density = self._density(mask)
+            density = 1.0 if mask is None else self._density(mask)
         self.attention_timer.stop(token)
         self.calls += 1
         self.layer_density_sum[layer] += density

@@ -6,6 +6,7 @@ dense) for an :class:`AttentionCall`.
 
 from __future__ import annotations
 
+from .adaspa import AdaSpaMethod
 from .base import AttentionCall, AttentionPlan, Method
 from .radial import RadialMethod
 from .sliding_tile import SlidingTileMethod
@@ -19,6 +20,7 @@ METHODS: dict[str, type[Method]] = {
     "sliding_tile": SlidingTileMethod,
     "svg": SVGMethod,
     "sparsed": SparseDMethod,
+    "adaspa": AdaSpaMethod,
 }
 
 

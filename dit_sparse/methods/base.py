@@ -32,14 +32,16 @@ class AttentionCall:
 
 @dataclass(frozen=True)
 class AttentionPlan:
-    """How to run one call: the block mask, over the sequence reordered by ``permutation`` if one is given.
+    """How to run one call: the block mask, over the sequence reordered by ``permutation`` if one is given,
+    or dense attention when ``dense`` is set.
 
     ``permutation`` is ``(N,)`` (all heads) or ``(H, N)`` (one order per head); ``x[..., perm, :]`` reorders
     and the state applies the exact inverse to the output.
     """
 
-    mask: BlockSparseMask
+    mask: BlockSparseMask | None
     permutation: torch.Tensor | None = None
+    dense: bool = False  # run this call dense (e.g. before a method's first search); mask is then ignored
 
 
 class Method:

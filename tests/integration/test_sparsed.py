@@ -1,4 +1,4 @@
-"""The SparseD schedule: one search per layer and context at the first sparse step, reuse afterwards."""
+"""Searched-then-reused masks (SparseD, AdaSpa): exact search and reuse counts through CFG pipelines."""
 
 from __future__ import annotations
 
@@ -9,17 +9,39 @@ from tiny_models import FAMILIES, call_kwargs
 import dit_sparse as ds
 
 
+def generate(pipe, call, steps):
+    return pipe(**call_kwargs(call, output_type="latent", num_inference_steps=steps, num_frames=25))[0]
+
+
 @pytest.mark.parametrize(("family", "contexts"), [("wan", 2), ("cogvideox", 1)])  # CogVideoX batches cond+uncond
-def test_searches_once_then_reuses(family, contexts):
+def test_sparsed_searches_once_then_reuses(family, contexts):
     _, make_pipeline, call = FAMILIES[family]
     pipe = make_pipeline()
-    dense = pipe(**call_kwargs(call, output_type="latent", num_inference_steps=4, num_frames=25))[0]
+    dense = generate(pipe, call, 4)
     config = ds.SparseAttentionConfig("sparsed", block_size=16, backend="reference", dense_steps=1, tau=0.5)
     ds.apply_sparse_attention(pipe, config)
-    out = pipe(**call_kwargs(call, output_type="latent", num_inference_steps=4, num_frames=25))[0]
+    out = generate(pipe, call, 4)
     stats = ds.summary(pipe)
     layers = len(stats["per_layer"])
     assert stats["searches"] == layers * contexts  # at step 1, the first sparse step
     assert stats["reuses"] == layers * contexts * 2  # steps 2 and 3
     assert 0 < stats["mean_density"] < 1
     assert torch.isfinite(out).all() and not torch.equal(out, dense)
+
+
+@pytest.mark.parametrize(("family", "contexts"), [("wan", 2), ("cogvideox", 1)])
+def test_adaspa_searches_at_its_steps_and_reuses_in_between(family, contexts):
+    _, make_pipeline, call = FAMILIES[family]
+    pipe = make_pipeline()
+    config = ds.SparseAttentionConfig("adaspa", block_size=16, backend="reference", search_steps=(3, 7), density=0.4)
+    ds.apply_sparse_attention(pipe, config)
+    out = generate(pipe, call, 10)
+    stats = ds.summary(pipe)
+    layers = len(stats["per_layer"])
+    assert stats["searches"] == 2 * layers * contexts
+    assert stats["reuses"] == 5 * layers * contexts  # steps 4, 5, 6, 8, 9
+    assert torch.isfinite(out).all()
+    # steps 0-3 are dense (3 is the first search, which outputs exact attention); 4-9 sparse
+    assert 0.4 < stats["mean_density"] < 1
+    generate(pipe, call, 10)  # a new generation searches again rather than reusing stale masks
+    assert ds.summary(pipe)["searches"] == 2 * layers * contexts

@@ -1,0 +1,86 @@
+"""``method="adaspa"``: AdaSpa's searched-then-reused masks with head-adaptive sparsity.
+
+Xia et al., "Training-free and Adaptive Sparse Attention for Efficient Long Video Generation" (AdaSpa,
+2025), https://arxiv.org/abs/2502.21079. Attention patterns of video DiTs are sparse and stay similar
+across denoising steps, so masks are searched at a few steps (``search_steps``, the paper's 10 and 30
+of 50) and reused in between:
+
+- before the first search step the layer runs dense;
+- at the first search step it computes the exact row log-sum-exp (LSE) and, in a second pass that never
+  builds the N x N map, the exact block attention mass; the step's output is the exact dense attention;
+- at later search steps the cached LSE stands in for the new one, so the search is a single pass, and
+  the step runs on the new mask;
+- block selection is head-adaptive: one recall threshold is shared by all heads of a layer and chosen
+  (bisection) so that the layer's average density meets ``density``; heads with concentrated attention
+  end up sparser, diffuse heads denser.
+
+Masks are kept per (layer, context, token grid) and forgotten at the start of each generation.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..mask import BlockSparseMask
+from ..scoring import block_attention_mass, row_logsumexp, select_blocks
+from .base import AttentionCall, AttentionPlan, Method
+from .sparsed import text_blocks
+
+
+def select_head_adaptive(mass: torch.Tensor, density: float, min_blocks_per_row: int = 1) -> torch.Tensor:
+    """Blocks reaching a common recall ``tau`` in every head, with ``tau`` set so the mean density is ``density``."""
+    low, high = 1e-6, 1.0
+    best = select_blocks(mass, tau=high, min_blocks_per_row=min_blocks_per_row)
+    for _ in range(30):
+        tau = (low + high) / 2
+        kept = select_blocks(mass, tau=tau, min_blocks_per_row=min_blocks_per_row)
+        if kept.float().mean() > density:
+            high = tau
+        else:
+            low, best = tau, kept
+    return best
+
+
+class AdaSpaMethod(Method):
+    name = "adaspa"
+
+    def __init__(self, config, spec) -> None:
+        super().__init__(config, spec)
+        self._masks: dict[tuple, BlockSparseMask] = {}
+        self._lse: dict[tuple, torch.Tensor] = {}
+        self._searched_at: dict[tuple, int] = {}
+
+    def reset(self) -> None:
+        super().reset()
+        self._masks.clear()
+        self._lse.clear()
+        self._searched_at.clear()
+
+    def plan_for(self, call: AttentionCall) -> AttentionPlan:
+        params = self.config.method_params(call.layer)
+        key = (call.layer, call.context, call.layout, tuple(call.q.shape), call.q.device)
+        is_search_step = call.step in params["search_steps"] and self._searched_at.get(key) != call.step
+        if is_search_step:
+            first = key not in self._lse
+            lse = row_logsumexp(call.q, call.k) if first else self._lse[key]
+            mass = block_attention_mass(call.q, call.k, block_size=self.config.block_size, lse=lse)
+            table = select_head_adaptive(mass, params["density"], params["min_blocks_per_row"])
+            text = text_blocks(call.layout, self.config.block_size).to(table.device)
+            table[..., text, :] = True
+            table[..., :, text] = True
+            n = call.layout.num_tokens
+            mask = BlockSparseMask.from_dense(table, self.config.block_size, (n, n), name=f"adaspa(step={call.step})")
+            self._masks[key] = mask
+            self._searched_at[key] = call.step
+            if first:
+                self._lse[key] = lse
+            self.searches += 1
+            return AttentionPlan(mask, dense=first)  # the first search already paid for exact attention
+        mask = self._masks.get(key)
+        if mask is None:
+            return AttentionPlan(None, dense=True)  # before the first search
+        self.reuses += 1
+        return AttentionPlan(mask)
+
+    def mask_for(self, call: AttentionCall) -> BlockSparseMask | None:
+        return self.plan_for(call).mask
