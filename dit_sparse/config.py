@@ -20,7 +20,16 @@ METHOD_NAMES = (
     "sparsed",
     "paro",
 )
-IMPLEMENTED_METHODS = ("dense", "radial", "sparse_vdit", "sliding_tile", "svg", "sparsed", "adaspa")
+IMPLEMENTED_METHODS = (
+    "dense",
+    "radial",
+    "sparse_vdit",
+    "sliding_tile",
+    "svg",
+    "sparsed",
+    "adaspa",
+    "xattention",
+)
 BACKEND_NAMES = ("auto", "reference", "flex", "triton")
 
 # Parameters each method takes beyond the common ones, with their defaults.
@@ -38,6 +47,8 @@ METHOD_PARAMS: dict[str, dict[str, Any]] = {
     "sparsed": {"tau": 0.9, "fraction": None, "min_blocks_per_row": 1},
     # AdaSpa (Xia et al., 2025): searches at search_steps (the paper's 10 and 30 of 50), reuse between.
     "adaspa": {"search_steps": (10, 30), "density": 0.2, "min_blocks_per_row": 1},
+    # XAttention (Xu et al., 2025): antidiagonal scores with stride S, cumulative threshold tau.
+    "xattention": {"stride": 8, "tau": 0.9, "warmup_steps": 5, "min_blocks_per_row": 1},
 }
 
 
@@ -187,6 +198,18 @@ class SparseAttentionConfig:
                     raise ValueError(f"density must be in (0, 1], got {value!r}")
                 if "min_blocks_per_row" in params:
                     _check_int("min_blocks_per_row", params["min_blocks_per_row"], 1)
+        if self.method == "xattention":
+            for params in (self.params, *self.layer_overrides.values()):
+                if "stride" in params:
+                    _check_int("stride", params["stride"], 1)
+                    if self.block_size % params["stride"]:
+                        raise ValueError(f"stride {params['stride']} must divide block_size {self.block_size}")
+                value = params.get("tau", 0.5)
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+                    raise ValueError(f"tau must be in (0, 1], got {value!r}")
+                for name in ("warmup_steps", "min_blocks_per_row"):
+                    if name in params:
+                        _check_int(name, params[name], 0 if name == "warmup_steps" else 1)
         if self.method == "sparse_vdit":
             for params in (self.params, *self.layer_overrides.values()):
                 _validate_sparse_vdit(params)

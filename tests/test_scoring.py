@@ -71,3 +71,34 @@ def test_selection_invariants():
         select_blocks(mass, tau=0.5, fraction=0.5)
     with pytest.raises(ValueError, match=r"tau must be in \(0, 1\]"):
         select_blocks(mass, tau=1.5)
+
+
+def explicit_antidiagonal(q, k, block, stride):
+    """Softmax over tiles of the explicit antidiagonal sums of the padded q k^T, summed per block."""
+    n_q, n_k = q.shape[2], k.shape[2]
+    nb_q, nb_k = math.ceil(n_q / block), math.ceil(n_k / block)
+    qp = torch.nn.functional.pad(q.double(), (0, 0, 0, nb_q * block - n_q))
+    kp = torch.nn.functional.pad(k.double(), (0, 0, 0, nb_k * block - n_k))
+    full = qp @ kp.transpose(-2, -1)
+    r, c = torch.arange(qp.shape[2] // stride), torch.arange(kp.shape[2] // stride)
+    sums = sum(full[:, :, (r * stride + stride - 1 - o)[:, None], (c * stride + o)[None, :]] for o in range(stride))
+    sums = sums / math.sqrt(q.shape[-1]) / stride
+    probs = sums.masked_fill(~(c * stride < n_k), float("-inf")).softmax(-1)
+    per = block // stride
+    out = torch.zeros(*q.shape[:2], nb_q, nb_k, dtype=torch.float64)
+    for i in range(nb_q):
+        rows = min(per, math.ceil((n_q - i * block) / stride))
+        out[:, :, i] = probs[:, :, i * per : i * per + rows].reshape(*q.shape[:2], rows, nb_k, per).sum((2, 4)) / rows
+    return out
+
+
+@pytest.mark.parametrize(("n_q", "n_k", "block", "stride"), [(150, 130, 32, 4), (64, 64, 16, 8), (97, 200, 64, 16)])
+def test_antidiagonal_scores_match_the_definition(n_q, n_k, block, stride):
+    from dit_sparse.scoring import antidiagonal_block_scores
+
+    q, k = torch.randn(2, 2, n_q, 16), torch.randn(2, 2, n_k, 16)
+    scores = antidiagonal_block_scores(q, k, block_size=block, stride=stride)
+    torch.testing.assert_close(scores.double(), explicit_antidiagonal(q, k, block, stride), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(scores.sum(-1), torch.ones(scores.shape[:-1]), atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="must be a multiple of stride"):
+        antidiagonal_block_scores(q, k, block_size=block, stride=3)

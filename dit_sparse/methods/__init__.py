@@ -13,6 +13,7 @@ from .sliding_tile import SlidingTileMethod
 from .sparse_vdit import SparseVDiTMethod
 from .sparsed import SparseDMethod
 from .svg import SVGMethod
+from .xattention import XAttentionMethod
 
 METHODS: dict[str, type[Method]] = {
     "radial": RadialMethod,
@@ -21,6 +22,7 @@ METHODS: dict[str, type[Method]] = {
     "svg": SVGMethod,
     "sparsed": SparseDMethod,
     "adaspa": AdaSpaMethod,
+    "xattention": XAttentionMethod,
 }
 
 

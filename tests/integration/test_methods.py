@@ -15,6 +15,10 @@ METHODS = {
         "sliding_tile", block_size=16, backend="reference", tile=(1, 4, 4), window=(3, 1, 1)
     ),
     "svg": ds.SparseAttentionConfig("svg", block_size=16, backend="reference"),
+    "xattention": ds.SparseAttentionConfig(
+        "xattention", block_size=16, backend="reference", stride=4, tau=0.6, warmup_steps=0
+    ),
+    "sparsed": ds.SparseAttentionConfig("sparsed", block_size=16, backend="reference", tau=0.6),
 }
 
 
