@@ -29,6 +29,7 @@ IMPLEMENTED_METHODS = (
     "sparsed",
     "adaspa",
     "xattention",
+    "draft",
 )
 BACKEND_NAMES = ("auto", "reference", "flex", "triton")
 
@@ -49,6 +50,8 @@ METHOD_PARAMS: dict[str, dict[str, Any]] = {
     "adaspa": {"search_steps": (10, 30), "density": 0.2, "min_blocks_per_row": 1},
     # XAttention (Xu et al., 2025): antidiagonal scores with stride S, cumulative threshold tau.
     "xattention": {"stride": 8, "tau": 0.9, "warmup_steps": 5, "min_blocks_per_row": 1},
+    # DraftAttention (Shen et al., 2025): pooling windows of (h, w) latent cells, top fraction of the draft map.
+    "draft": {"window": (8, 16), "fraction": 0.25},
 }
 
 
@@ -210,6 +213,18 @@ class SparseAttentionConfig:
                 for name in ("warmup_steps", "min_blocks_per_row"):
                     if name in params:
                         _check_int(name, params[name], 0 if name == "warmup_steps" else 1)
+        if self.method == "draft":
+            for params in (self.params, *self.layer_overrides.values()):
+                window = params.get("window", (1, 1))
+                if (
+                    not isinstance(window, (tuple, list))
+                    or len(window) != 2
+                    or any(isinstance(x, bool) or not isinstance(x, int) or x < 1 for x in window)
+                ):
+                    raise ValueError(f"window must be two positive ints (h, w), got {window!r}")
+                value = params.get("fraction", 0.5)
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+                    raise ValueError(f"fraction must be in (0, 1], got {value!r}")
         if self.method == "sparse_vdit":
             for params in (self.params, *self.layer_overrides.values()):
                 _validate_sparse_vdit(params)

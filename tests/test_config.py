@@ -41,6 +41,7 @@ def test_layer_overrides_change_parameters():
         (dict(method="adaspa", search_steps=[]), "search_steps must be a non-empty list"),
         (dict(method="adaspa", density=0), r"density must be in \(0, 1\]"),
         (dict(method="xattention", stride=3), "stride 3 must divide block_size 128"),
+        (dict(method="draft", window=(8,)), r"window must be two positive ints"),
         (dict(method="svg", num_samples=0), "num_samples must be an int >= 1"),
         (dict(method="sliding_tile", head_windows={0: [(1, 1, 0)]}), r"head_windows\[0\] entries must be three"),
     ],

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from .adaspa import AdaSpaMethod
 from .base import AttentionCall, AttentionPlan, Method
+from .draft import DraftMethod
 from .radial import RadialMethod
 from .sliding_tile import SlidingTileMethod
 from .sparse_vdit import SparseVDiTMethod
@@ -23,6 +24,7 @@ METHODS: dict[str, type[Method]] = {
     "sparsed": SparseDMethod,
     "adaspa": AdaSpaMethod,
     "xattention": XAttentionMethod,
+    "draft": DraftMethod,
 }
 
 

@@ -19,8 +19,7 @@ import torch
 
 from ..layout import VideoLayout
 from ..mask import BlockSparseMask
-
-Triple = tuple[int, int, int]
+from ._tiles import Triple, blocks_from_tile_keep, tile_grid, tile_incidence, tile_of_position
 
 
 def _check_triple(name: str, value: Sequence[int]) -> Triple:
@@ -33,13 +32,9 @@ def _check_triple(name: str, value: Sequence[int]) -> Triple:
     return tuple(value)
 
 
-def _tile_grid(layout: VideoLayout, tile: Triple) -> tuple[int, int, int]:
-    return tuple(-(-n // t) for n, t in zip((layout.frames, layout.height, layout.width), tile, strict=True))
-
-
 def _tile_keep(layout: VideoLayout, tile: Triple, window: Triple) -> torch.Tensor:
     """(T, T) bool over tiles: query tile i keeps kv tile j."""
-    grid = _tile_grid(layout, tile)
+    grid = tile_grid(layout, tile)
     coords = torch.stack(torch.meshgrid(*(torch.arange(n) for n in grid), indexing="ij"), -1).reshape(-1, 3)
     keep = torch.ones(len(coords), len(coords), dtype=torch.bool)
     for axis in range(3):
@@ -50,22 +45,10 @@ def _tile_keep(layout: VideoLayout, tile: Triple, window: Triple) -> torch.Tenso
     return keep
 
 
-def _tile_of_position(layout: VideoLayout, tile: Triple) -> torch.Tensor:
-    """Tile id of each position of the reordered sequence; -1 for text."""
-    grid = _tile_grid(layout, tile)
-    coords = layout.video_coordinates() // torch.tensor(tile)
-    tile_id = (coords[:, 0] * grid[1] + coords[:, 1]) * grid[2] + coords[:, 2]  # native video order
-    perm = layout.tile_permutation(tile)
-    out = torch.full((layout.num_tokens,), -1, dtype=torch.long)
-    is_video = (perm >= layout.video_start) & (perm < layout.video_start + layout.video_tokens)
-    out[is_video] = tile_id[perm[is_video] - layout.video_start]
-    return out
-
-
 def sliding_tile_token_mask(layout: VideoLayout, *, tile: Sequence[int], window: Sequence[int]) -> torch.Tensor:
     """Token-level definition ``(N, N)`` over the tile-major sequence; text rows and columns dense."""
     tile, window = _check_triple("tile", tile), _check_triple("window", window)
-    tile_of = _tile_of_position(layout, tile)
+    tile_of = tile_of_position(layout, tile)
     keep = _tile_keep(layout, tile, window)
     text = tile_of < 0
     video_keep = keep[tile_of.clamp(min=0)][:, tile_of.clamp(min=0)]
@@ -93,20 +76,12 @@ def sliding_tile(
     )
     if len(windows) != num_heads:
         raise ValueError(f"window lists {len(windows)} heads, num_heads is {num_heads}")
-    tile_of = _tile_of_position(layout, tile)
-    n_blocks = -(-layout.num_tokens // block_size)
-    n_tiles = int(torch.tensor(_tile_grid(layout, tile)).prod())
-    # incidence of blocks with tiles; the last column stands for text
-    incidence = torch.zeros(n_blocks, n_tiles + 1)
-    column = torch.where(tile_of >= 0, tile_of, torch.full_like(tile_of, n_tiles))
-    incidence[torch.arange(layout.num_tokens) // block_size, column] = 1.0
+    incidence = tile_incidence(layout, tile, block_size)
     heads = []
     cache: dict[Triple, torch.Tensor] = {}
     for w in windows:
         if w not in cache:
-            keep = torch.ones(n_tiles + 1, n_tiles + 1, dtype=torch.bool)
-            keep[:n_tiles, :n_tiles] = _tile_keep(layout, tile, w)
-            cache[w] = (incidence @ keep.float() @ incidence.T) > 0
+            cache[w] = blocks_from_tile_keep(incidence, _tile_keep(layout, tile, w))
         heads.append(cache[w])
     n = layout.num_tokens
     name = f"sliding_tile(tile={tile},window={windows[0] if not per_head else 'per-head'},block={block_size})"

@@ -19,6 +19,7 @@ METHODS = {
         "xattention", block_size=16, backend="reference", stride=4, tau=0.6, warmup_steps=0
     ),
     "sparsed": ds.SparseAttentionConfig("sparsed", block_size=16, backend="reference", tau=0.6),
+    "draft": ds.SparseAttentionConfig("draft", block_size=16, backend="reference", window=(2, 8), fraction=0.2),
 }
 
 
@@ -46,5 +47,14 @@ def test_sliding_tile_reorders_and_restores_tokens_exactly(model_name):
     config = ds.SparseAttentionConfig(
         "sliding_tile", block_size=16, backend="reference", tile=(1, 4, 4), window=(99, 99, 99)
     )
+    ds.apply_sparse_attention(model, config)
+    torch.testing.assert_close(run(model, inputs), vanilla, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("model_name", list(CASES))
+def test_draft_keeping_every_window_pair_is_dense(model_name):
+    model, inputs = CASES[model_name]()
+    vanilla = run(model, inputs)
+    config = ds.SparseAttentionConfig("draft", block_size=16, backend="reference", window=(2, 8), fraction=1.0)
     ds.apply_sparse_attention(model, config)
     torch.testing.assert_close(run(model, inputs), vanilla, atol=1e-5, rtol=1e-5)
