@@ -11,7 +11,9 @@ import argparse
 import json
 import math
 import sys
+import time
 from collections.abc import Callable, Sequence
+from types import SimpleNamespace
 from typing import Any
 
 import torch
@@ -20,6 +22,7 @@ from ..attention import block_sparse_attention
 from ..layout import VideoLayout
 from ..mask import BlockSparseMask
 from ..patterns import diagonal, multi_diagonal, radial, vertical_stripe
+from ..scoring import block_attention_mass
 from .attention import random_block_mask
 
 # family -> (builder of a mask from one size parameter, parameter range, integer parameter?)
@@ -55,50 +58,116 @@ def fit_density(
     """The family's mask whose density is closest to ``target`` (bisection on its size parameter)."""
     build, (low, high), integer = FAMILIES[family]
     high = layout.video_tokens if high is None else high
-    best: tuple[float, BlockSparseMask, float] | None = None
+    return bisect_density(lambda p: build(layout, p, block_size, heads), target, low, high, integer)
+
+
+def bisect_density(build: Callable[[float], Any], target: float, low: float, high: float, integer: bool):
+    """``(built, parameter)`` whose density (``built.density()`` or ``built.mask.density()``) is closest to
+    ``target``, for a builder whose density grows with its parameter."""
+    best: tuple[float, Any, float] | None = None
     for _ in range(40):
         mid = (low + high) // 2 if integer else math.sqrt(low * high)
-        mask = build(layout, mid, block_size, heads)
-        density = mask.density()
+        built = build(mid)
+        density = (built.mask if hasattr(built, "mask") else built).density()
         if best is None or abs(density - target) < best[0]:
-            best = (abs(density - target), mask, float(mid))
+            best = (abs(density - target), built, float(mid))
         if density < target:
             low = mid + 1 if integer else mid
         else:
             high = mid - 1 if integer else mid
-        if (integer and low > high) or (not integer and high / low < 1.01):
+        if (integer and low > high) or (not integer and high / low < 1.001):
             break
     assert best is not None
     return best[1], best[2]
+
+
+# dynamic method -> (config keyword that sets its density, parameter range); each call searches anew
+DYNAMIC = {
+    "sparsed": ("tau", (1e-4, 1.0), {}),
+    "adaspa": ("density", (1e-3, 1.0), {"search_steps": (0,)}),
+    "xattention": ("tau", (1e-4, 1.0), {"warmup_steps": 0, "stride": 8}),
+    "draft": ("fraction", (1e-4, 1.0), {"window": (4, 8)}),
+}
+
+
+def dynamic_plan(method: str, call: Any, value: float, block_size: int):
+    """The plan a dynamic method makes for ``call`` with its density knob at ``value`` (timed)."""
+    from ..config import SparseAttentionConfig
+    from ..integration.specs import SPECS
+    from ..methods import AttentionCall, build_method
+
+    knob, _, extra = DYNAMIC[method]
+    config = SparseAttentionConfig(method, block_size=block_size, **{knob: min(value, 1.0)}, **extra)
+    spec = next(s for s in SPECS if s.name == "wan")
+    attention_call = AttentionCall(0, call.step, None, call.layout, call.q, call.k, call.v)
+    start = time.perf_counter()
+    plan = build_method(config, spec).plan_for(attention_call)
+    return SimpleNamespace(mask=plan.mask, permutation=plan.permutation, search_seconds=time.perf_counter() - start)
 
 
 def relative_l2(out: torch.Tensor, reference: torch.Tensor) -> float:
     return float((out.double() - reference.double()).norm() / reference.double().norm())
 
 
+def recall(q: torch.Tensor, k: torch.Tensor, mask: BlockSparseMask, permutation: torch.Tensor | None = None) -> float:
+    """Kept attention mass: the exact attention probability that falls in kept blocks, averaged over rows."""
+    from ..integration.state import _reorder
+
+    if permutation is not None:
+        q, k = _reorder(q, permutation), _reorder(k, permutation)
+    mass = block_attention_mass(q, k, block_size=mask.block_size)  # (B, H, nQ, nK), rows sum to 1
+    return float((mass * mask.blocks).sum(-1).mean())
+
+
+def _attention(call: Any, mask: BlockSparseMask, permutation: torch.Tensor | None) -> torch.Tensor:
+    from ..integration.state import _reorder
+    from ..layout import invert_permutation
+
+    if permutation is None:
+        return block_sparse_attention(call.q, call.k, call.v, mask, backend="reference")
+    q, k, v = (_reorder(t, permutation) for t in (call.q, call.k, call.v))
+    return _reorder(block_sparse_attention(q, k, v, mask, backend="reference"), invert_permutation(permutation))
+
+
 def pattern_quality(
-    calls: Sequence[Any], densities: Sequence[float] = (0.5, 0.25, 0.10), block_size: int = 64
+    calls: Sequence[Any], densities: Sequence[float] = (0.5, 0.25, 0.10), block_size: int = 64, dynamic: bool = True
 ) -> list[dict[str, Any]]:
-    """Rows (family, target, density, parameter, rel_l2 averaged over the captured calls)."""
+    """Rows (family, target, density, parameter, rel_l2, recall, search_overhead) averaged over the calls.
+
+    ``search_overhead`` (dynamic methods) is the time to make the call's mask over the time of dense SDPA
+    on the same inputs (CPU wall time).
+    """
     rows = []
-    families = [*FAMILIES, "random"]
+    families = [*FAMILIES, "random", *(DYNAMIC if dynamic else ())]
     for family in families:
         for target in densities:
-            errors, reached, params = [], [], []
+            errors, reached, recalls, overheads, params = [], [], [], [], []
             for call in calls:
                 heads = call.q.shape[1]
+                permutation, overhead = None, None
                 if family == "random":
                     generator = torch.Generator().manual_seed(0)
-                    mask = random_block_mask(
-                        1, heads, call.layout.num_tokens, target, (block_size, block_size), generator=generator
-                    )
+                    n = call.layout.num_tokens
+                    mask = random_block_mask(1, heads, n, target, (block_size, block_size), generator=generator)
                     param = None
+                elif family in DYNAMIC:
+                    plan, param = bisect_density(
+                        lambda value, family=family, call=call: dynamic_plan(family, call, value, block_size),
+                        target,
+                        *DYNAMIC[family][1],
+                        integer=False,
+                    )
+                    mask, permutation = plan.mask, plan.permutation
+                    start = time.perf_counter()
+                    torch.nn.functional.scaled_dot_product_attention(call.q, call.k, call.v)
+                    overhead = plan.search_seconds / (time.perf_counter() - start)
                 else:
                     mask, param = fit_density(family, call.layout, target, block_size, heads)
                 dense = torch.nn.functional.scaled_dot_product_attention(call.q, call.k, call.v)
-                out = block_sparse_attention(call.q, call.k, call.v, mask, backend="reference")
-                errors.append(relative_l2(out, dense))
+                errors.append(relative_l2(_attention(call, mask, permutation), dense))
                 reached.append(mask.density())
+                recalls.append(recall(call.q, call.k, mask, permutation))
+                overheads.append(overhead)
                 params.append(param)
             rows.append(
                 {
@@ -107,6 +176,8 @@ def pattern_quality(
                     "density": sum(reached) / len(reached),
                     "parameter": params[0],
                     "rel_l2": sum(errors) / len(errors),
+                    "recall": sum(recalls) / len(recalls),
+                    "search_overhead": None if overheads[0] is None else sum(overheads) / len(overheads),
                 }
             )
     return rows
@@ -148,12 +219,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     densities = [float(x) for x in args.densities.split(",")]
     calls = _tiny_wan_calls(args.frames, args.height, args.width, args.seed)
     rows = pattern_quality(calls, densities, args.block_size)
-    print(f"{'family':<16} {'target':>6} {'density':>8} {'parameter':>10} {'rel L2':>8}")
+    print(
+        f"{'method':<16} {'target':>6} {'density':>8} {'parameter':>10} {'rel L2':>8} {'recall':>7} "
+        f"{'search/dense':>12}"
+    )
     for row in rows:
         param = "-" if row["parameter"] is None else f"{row['parameter']:.4g}"
+        overhead = "-" if row["search_overhead"] is None else f"{row['search_overhead']:.2f}"
         print(
-            f"{row['family']:<16} {row['target_density']:>6.2f} {row['density']:>8.3f} "
-            f"{param:>10} {row['rel_l2']:>8.4f}"
+            f"{row['family']:<16} {row['target_density']:>6.2f} {row['density']:>8.3f} {param:>10} "
+            f"{row['rel_l2']:>8.4f} {row['recall']:>7.3f} {overhead:>12}"
         )
     if args.out:
         with open(args.out, "w", encoding="utf-8") as handle:

@@ -3,7 +3,7 @@ from __future__ import annotations
 import torch
 
 from dit_sparse import VideoLayout
-from dit_sparse.bench.patterns import FAMILIES, fit_density, pattern_quality, relative_l2
+from dit_sparse.bench.patterns import DYNAMIC, FAMILIES, fit_density, pattern_quality, relative_l2
 from dit_sparse.integration.capture import CapturedAttention
 
 
@@ -22,9 +22,11 @@ def test_pattern_quality_rows_and_the_dense_limit():
     q, k, v = (torch.randn(1, 2, layout.num_tokens, 16) for _ in range(3))
     call = CapturedAttention(layer=0, step=0, context=None, layout=layout, q=q, k=k, v=v)
     rows = pattern_quality([call], densities=[1.0, 0.3], block_size=16)
-    assert {row["family"] for row in rows} == {*FAMILIES, "random"}
+    assert {row["family"] for row in rows} == {*FAMILIES, "random", *DYNAMIC}
     for row in rows:
         assert 0 <= row["rel_l2"] < 2 and 0 < row["density"] <= 1
+        assert 0 < row["recall"] <= 1 + 1e-6 and row["recall"] >= row["density"] * 0.5
+        assert (row["search_overhead"] is None) == (row["family"] not in DYNAMIC)
         if row["density"] == 1.0:
-            assert row["rel_l2"] < 1e-5  # a full mask is dense attention
+            assert row["rel_l2"] < 1e-5 and row["recall"] > 1 - 1e-5  # a full mask is dense attention
     assert relative_l2(q, q) == 0.0
