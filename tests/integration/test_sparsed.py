@@ -45,3 +45,27 @@ def test_adaspa_searches_at_its_steps_and_reuses_in_between(family, contexts):
     assert 0.4 < stats["mean_density"] < 1
     generate(pipe, call, 10)  # a new generation searches again rather than reusing stale masks
     assert ds.summary(pipe)["searches"] == 2 * layers * contexts
+
+
+@pytest.mark.parametrize("family", ["wan", "cogvideox"])
+@pytest.mark.parametrize(
+    "config",
+    [
+        ds.SparseAttentionConfig("xattention", block_size=16, backend="reference", stride=4, tau=0.6, warmup_steps=1),
+        ds.SparseAttentionConfig("draft", block_size=16, backend="reference", window=(2, 8), fraction=0.3),
+    ],
+    ids=lambda c: c.method,
+)
+def test_per_call_methods_through_cfg_pipelines(family, config):
+    _, make_pipeline, call = FAMILIES[family]
+    pipe = make_pipeline()
+    dense = generate(pipe, call, 3)
+    ds.apply_sparse_attention(pipe, config)
+    out = generate(pipe, call, 3)
+    stats = ds.summary(pipe)
+    calls_per_step = stats["attention_calls"] // 3
+    dense_steps = config.method_params()["warmup_steps"] if config.method == "xattention" else 0
+    assert stats["searches"] == calls_per_step * (3 - dense_steps)  # a new mask every sparse call
+    assert torch.isfinite(out).all() and not torch.equal(out, dense)
+    ds.remove_sparse_attention(pipe)
+    assert torch.equal(generate(pipe, call, 3), dense)
