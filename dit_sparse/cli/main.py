@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import env, mask
+from . import bench, env, evaluate, generate, mask
 
-SUBCOMMANDS = {"env": env, "mask": mask}
+SUBCOMMANDS = {"generate": generate, "evaluate": evaluate, "bench": bench, "mask": mask, "env": env}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -28,3 +28,12 @@ def test_env_text_and_console_script():
 def test_no_subcommand_prints_help_and_fails(capsys):
     assert main([]) == 2
     assert "env" in capsys.readouterr().err
+
+
+def test_bench_delegates_to_the_attention_benchmark(tmp_path, capsys):
+    import json
+
+    out = tmp_path / "r.json"
+    assert main(["bench", "attention", "--quick", "--no-progress", "--out", str(out)]) == 0
+    assert "reference" in capsys.readouterr().out
+    assert set(json.loads(out.read_text())) == {"environment", "settings", "results"}

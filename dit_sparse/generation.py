@@ -1,0 +1,199 @@
+"""Generate with a diffusers pipeline, optionally against dense with the same seed, and report speed and quality."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import imageio.v2 as imageio
+import numpy as np
+import torch
+
+from .config import SparseAttentionConfig
+from .integration.apply import _transformers, apply_sparse_attention, remove_sparse_attention, summary
+from .integration.specs import spec_for
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class GenerationSettings:
+    """Call arguments; ``None`` leaves the pipeline's own default."""
+
+    prompt: str = "a red circle moving right on a dark background"
+    negative_prompt: str | None = None
+    steps: int | None = None
+    frames: int | None = None
+    height: int | None = None
+    width: int | None = None
+    guidance: float | None = None
+    seed: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def load_pipeline(model: str | None, *, dtype: torch.dtype, device: str, offload: bool = False):
+    """A supported diffusers pipeline from a hub id or a local folder (``model=None``: the embedded default)."""
+    if model is None:
+        try:
+            from . import embedded
+        except ImportError as error:
+            raise ValueError("this version has no embedded default model yet; pass --model ID_OR_PATH") from error
+        pipe = embedded.load_pipeline()
+    else:
+        from diffusers import DiffusionPipeline
+
+        try:
+            pipe = DiffusionPipeline.from_pretrained(model, dtype=dtype)
+        except (OSError, ValueError) as error:
+            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise ValueError(f"cannot load a diffusers pipeline from {model!r}: {first}") from error
+    transformer = getattr(pipe, "transformer", None)
+    if transformer is None:
+        raise ValueError(f"{type(pipe).__name__} has no transformer; dit-sparse needs a DiT pipeline")
+    spec_for(transformer)  # ValueError naming the supported models
+    if offload:
+        pipe.enable_model_cpu_offload(device=device)
+    else:
+        pipe.to(device)
+    return pipe
+
+
+def _call_kwargs(pipe, settings: GenerationSettings) -> dict[str, Any]:
+    accepted = set(inspect.signature(type(pipe).__call__).parameters)
+    kwargs: dict[str, Any] = {"prompt": settings.prompt, "output_type": "np"}
+    optional = {
+        "negative_prompt": settings.negative_prompt,
+        "num_inference_steps": settings.steps,
+        "num_frames": settings.frames,
+        "height": settings.height,
+        "width": settings.width,
+        "guidance_scale": settings.guidance,
+    }
+    for name, value in optional.items():
+        if value is None:
+            continue
+        if name not in accepted:
+            raise ValueError(f"{type(pipe).__name__} does not take {name} (an image pipeline has no frames)")
+        kwargs[name] = value
+    kwargs.update(settings.extra)
+    device = next(iter(_transformers(pipe)))[1].device
+    generator_device = "cpu" if device.type != "cuda" else device
+    kwargs["generator"] = torch.Generator(generator_device).manual_seed(settings.seed)
+    return kwargs
+
+
+def _as_frames(output) -> np.ndarray:
+    """(T, H, W, 3) uint8 from a pipeline output (video frames or images)."""
+    frames = getattr(output, "frames", None)
+    if frames is not None:
+        array = np.asarray(frames[0])  # (T, H, W, 3) in [0, 1]
+    else:
+        array = np.asarray(output.images[0])[None]  # (1, H, W, 3)
+    return np.clip(np.round(array * 255.0), 0, 255).astype(np.uint8)
+
+
+def run_once(pipe, settings: GenerationSettings, config: SparseAttentionConfig) -> tuple[np.ndarray, dict]:
+    """One generation with ``config`` applied (``dense`` measures the baseline through the same path)."""
+    apply_sparse_attention(pipe, config)
+    kwargs = _call_kwargs(pipe, settings)
+    try:
+        start = _now(pipe)
+        output = pipe(**kwargs)
+        total = _now(pipe) - start
+    except (ValueError, RuntimeError) as error:
+        raise ValueError(f"generation failed: {str(error).strip().splitlines()[0]}") from error
+    stats = summary(pipe)
+    stats["total_seconds"] = total
+    remove_sparse_attention(pipe)
+    return _as_frames(output), stats
+
+
+def _now(pipe) -> float:
+    import time
+
+    device = next(iter(_transformers(pipe)))[1].device
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
+def write_video(frames: np.ndarray, path: str, fps: int = 16) -> str:
+    """An mp4 for videos, a png for single images; returns the path written."""
+    if frames.shape[0] == 1:
+        path = os.path.splitext(path)[0] + ".png"
+        imageio.imwrite(path, frames[0])
+        return path
+    even = frames[:, : frames.shape[1] // 2 * 2, : frames.shape[2] // 2 * 2]  # yuv420p needs even sizes
+    imageio.mimwrite(path, list(even), fps=fps, macro_block_size=1)
+    return path
+
+
+def speed_report(dense: dict, sparse: dict) -> dict[str, Any]:
+    def ratio(key):
+        return dense[key] / sparse[key] if sparse.get(key) else None
+
+    density = sparse.get("mean_density")
+    return {
+        "dense": {k: dense[k] for k in ("total_seconds", "transformer_seconds", "attention_seconds")},
+        "sparse": {k: sparse[k] for k in ("total_seconds", "transformer_seconds", "attention_seconds")},
+        "speedup_total": ratio("total_seconds"),
+        "speedup_transformer": ratio("transformer_seconds"),
+        "speedup_attention": ratio("attention_seconds"),
+        "mean_density": density,
+        # attention FLOPs are proportional to the computed token pairs, i.e. to the density
+        "attention_flops_saved": None if density is None else 1.0 - density,
+        "searches": sparse.get("searches"),
+        "reuses": sparse.get("reuses"),
+    }
+
+
+def markdown_table(report: dict) -> str:
+    speed = report["speed"]
+    rows = [
+        ("end to end (s)", speed["dense"]["total_seconds"], speed["sparse"]["total_seconds"], speed["speedup_total"]),
+        (
+            "transformer (s)",
+            speed["dense"]["transformer_seconds"],
+            speed["sparse"]["transformer_seconds"],
+            speed["speedup_transformer"],
+        ),
+        (
+            "self-attention (s)",
+            speed["dense"]["attention_seconds"],
+            speed["sparse"]["attention_seconds"],
+            speed["speedup_attention"],
+        ),
+    ]
+    lines = ["| | dense | sparse | speedup |", "|---|---|---|---|"]
+    lines += [f"| {name} | {d:.3f} | {s:.3f} | {r:.2f}x |" for name, d, s, r in rows]
+    quality = report.get("quality", {})
+    lines += [
+        "",
+        f"method {report['method']}, mean density {speed['mean_density']:.3f} "
+        f"(attention FLOPs saved {100 * speed['attention_flops_saved']:.1f}%)",
+    ]
+    if quality:
+        lines.append(f"PSNR {quality.get('psnr'):.2f} dB, SSIM {quality.get('ssim'):.4f} (sparse vs dense, same seed)")
+    return "\n".join(lines)
+
+
+def _json_safe(value: Any) -> Any:
+    """JSON has no infinity (identical videos have infinite PSNR): non-finite floats become None."""
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, (float, np.floating)):
+        return float(value) if np.isfinite(value) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
+def save_report(report: dict, path: str) -> None:
+    with open(path, "w", encoding="utf-8") as handle:
+        json.dump(_json_safe(report), handle, indent=2)
