@@ -5,9 +5,16 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import bench, env, evaluate, generate, mask
+from . import bench, env, evaluate, generate, mask, sweep
 
-SUBCOMMANDS = {"generate": generate, "evaluate": evaluate, "bench": bench, "mask": mask, "env": env}
+SUBCOMMANDS = {
+    "generate": generate,
+    "evaluate": evaluate,
+    "sweep": sweep,
+    "bench": bench,
+    "mask": mask,
+    "env": env,
+}
 
 
 def build_parser() -> argparse.ArgumentParser:

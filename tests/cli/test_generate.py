@@ -70,3 +70,20 @@ def test_impossible_size_and_unknown_method(wan_folder, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:  # argparse rejects it before anything loads
         main(["generate", "--method", "magic", "--out", str(tmp_path)])
     assert exit_info.value.code == 2
+
+
+def test_sweep_writes_the_frontier(wan_folder, tmp_path, capsys):
+    out = tmp_path / "sweep"
+    points = ["--point", "draft:fraction=0.3,window=[2,8]", "--point", "radial:decay_factor=0.5"]
+    code = main(["sweep", "--model", wan_folder, *WAN_ARGS, "--block-size", "16", "--backend", "reference",
+                 *points, "--out", str(out)])  # fmt: skip
+    assert code == 0
+    report = json.loads((out / "frontier.json").read_text())
+    assert [row["method"] for row in report["points"]] == ["draft", "radial"]
+    assert report["points"][0]["params"] == {"fraction": 0.3, "window": [2, 8]}
+    for row in report["points"]:
+        assert row["speedup"] > 0 and 0 < row["mean_density"] < 1 and math.isfinite(row["psnr"])
+    assert (out / "frontier.png").stat().st_size > 0
+    assert "| radial(decay_factor=0.5) |" in capsys.readouterr().out
+    assert main(["sweep", "--point", "radial", "--out", str(out)]) == 2
+    assert "--point takes METHOD:NAME=VALUE" in capsys.readouterr().err

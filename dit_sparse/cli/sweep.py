@@ -1,0 +1,154 @@
+"""``dit-sparse sweep``: the speed-quality frontier, one point per (method, setting), on one prompt and seed."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+
+import torch
+
+from dit_sparse.config import SparseAttentionConfig
+from dit_sparse.generation import GenerationSettings, load_pipeline, run_once, save_report
+
+from .generate import DTYPES
+
+# method -> (parameter that moves its density, values from dense-ish to sparse)
+DEFAULT_GRID = {
+    "radial": ("decay_factor", [4.0, 1.0, 0.25]),
+    "sparsed": ("fraction", [0.5, 0.25, 0.1]),
+    "adaspa": ("density", [0.5, 0.25, 0.1]),
+    "draft": ("fraction", [0.5, 0.25, 0.1]),
+    "xattention": ("tau", [0.95, 0.9, 0.7]),
+}
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "sweep",
+        help="speed-quality frontier: PSNR against speedup over methods and settings",
+        description="Generate once densely and once per (method, setting) with the same prompt and seed; write "
+        "frontier.json, a markdown table, and frontier.png (PSNR against end-to-end speedup, one point each).",
+    )
+    parser.add_argument("--model", help="hub id or local folder of a supported diffusers pipeline")
+    parser.add_argument("--prompt", default="a red circle moving right on a dark background")
+    parser.add_argument(
+        "--point",
+        action="append",
+        default=[],
+        metavar="METHOD:NAME=VALUE[,NAME=VALUE]",
+        help="one point (repeatable), e.g. adaspa:density=0.2; default: a grid over "
+        + ", ".join(f"{m} {p}" for m, (p, _) in DEFAULT_GRID.items()),
+    )
+    parser.add_argument("--block-size", type=int, default=128)
+    parser.add_argument("--backend", choices=["auto", "reference", "flex", "triton"], default="auto")
+    parser.add_argument("--dense-steps", type=int, default=0)
+    parser.add_argument("--steps", type=int)
+    parser.add_argument("--frames", type=int)
+    parser.add_argument("--height", type=int)
+    parser.add_argument("--width", type=int)
+    parser.add_argument("--guidance", type=float)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--dtype", choices=sorted(DTYPES))
+    parser.add_argument("--device")
+    parser.add_argument("--out", required=True, help="output folder")
+    return parser
+
+
+def parse_point(text: str) -> tuple[str, dict]:
+    method, sep, rest = text.partition(":")
+    if not sep or not method:
+        raise ValueError(f"--point takes METHOD:NAME=VALUE[,NAME=VALUE], got {text!r}")
+    params = {}
+    # commas separate parameters only where a NAME= follows, so list values like window=[2,8] stay whole
+    for item in filter(None, re.split(r",(?=[A-Za-z_]\w*=)", rest)):
+        name, eq, value = item.partition("=")
+        if not eq:
+            raise ValueError(f"--point parameter must be NAME=VALUE, got {item!r} in {text!r}")
+        try:
+            params[name] = json.loads(value)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"--point value of {name} is not JSON: {value!r}") from error
+    return method, params
+
+
+def plot_frontier(points: list[dict], path: str) -> None:
+    """PSNR (up) against speedup (across), one labelled dot per point; PIL only."""
+    from PIL import Image, ImageDraw
+
+    width, height, margin = 640, 420, 60
+    image = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(image)
+    finite = [p for p in points if p["psnr"] is not None and p["psnr"] != float("inf")]
+    xs = [1.0, *(p["speedup"] for p in finite)]  # 1x (dense) always on the axis
+    ys = [p["psnr"] for p in finite] or [0.0]
+    x_lo, x_hi = min(xs) * 0.95, max(xs) * 1.05
+    y_lo, y_hi = min(ys) - 1.0, max(ys) + 1.0
+
+    def to_px(x, y):
+        return (
+            margin + (x - x_lo) / (x_hi - x_lo) * (width - 2 * margin),
+            height - margin - (y - y_lo) / (y_hi - y_lo) * (height - 2 * margin),
+        )
+
+    draw.line([(margin, margin), (margin, height - margin), (width - margin, height - margin)], fill="black")
+    draw.text((width // 2 - 60, height - margin + 25), "end-to-end speedup (x)", fill="black")
+    draw.text((5, margin - 20), "PSNR vs dense (dB)", fill="black")
+    for value in (x_lo, x_hi):
+        draw.text((to_px(value, y_lo)[0] - 10, height - margin + 5), f"{value:.2f}", fill="black")
+    for value in (y_lo, y_hi):
+        draw.text((5, to_px(x_lo, value)[1] - 6), f"{value:.1f}", fill="black")
+    for point in finite:
+        x, y = to_px(point["speedup"], point["psnr"])
+        draw.ellipse([x - 4, y - 4, x + 4, y + 4], fill=(32, 96, 200))
+        draw.text((x + 6, y - 6), point["label"], fill="black")
+    image.save(path, format="PNG")
+
+
+def run(args: argparse.Namespace) -> int:
+    from dit_sparse.evaluation import compare_videos
+
+    if args.point:
+        points = [parse_point(text) for text in args.point]
+    else:
+        points = [(m, {p: v}) for m, (p, values) in DEFAULT_GRID.items() for v in values]
+    common = dict(dense_steps=args.dense_steps, block_size=args.block_size, backend=args.backend)
+    configs = [(m, params, SparseAttentionConfig(m, **common, **params)) for m, params in points]  # validate first
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = DTYPES[args.dtype or ("bfloat16" if device.startswith("cuda") else "float32")]
+    pipe = load_pipeline(args.model, dtype=dtype, device=device)
+    settings = GenerationSettings(
+        prompt=args.prompt, steps=args.steps, frames=args.frames, height=args.height, width=args.width,
+        guidance=args.guidance, seed=args.seed,
+    )  # fmt: skip
+    os.makedirs(args.out, exist_ok=True)
+    dense_frames, dense_stats = run_once(pipe, settings, SparseAttentionConfig("dense"))
+    rows = []
+    for method, params, config in configs:
+        frames, stats = run_once(pipe, settings, config)
+        quality = compare_videos(dense_frames, frames, lpips=False)
+        label = method + "(" + ",".join(f"{k}={v}" for k, v in params.items()) + ")"
+        rows.append(
+            {
+                "label": label,
+                "method": method,
+                "params": params,
+                "speedup": dense_stats["total_seconds"] / stats["total_seconds"],
+                "attention_speedup": dense_stats["attention_seconds"] / stats["attention_seconds"],
+                "mean_density": stats["mean_density"],
+                "psnr": quality["psnr"],
+                "ssim": quality["ssim"],
+            }
+        )
+    print("| point | density | speedup | attention speedup | PSNR (dB) | SSIM |")
+    print("|---|---|---|---|---|---|")
+    for row in rows:
+        print(
+            f"| {row['label']} | {row['mean_density']:.3f} | {row['speedup']:.2f}x | {row['attention_speedup']:.2f}x "
+            f"| {row['psnr']:.2f} | {row['ssim']:.4f} |"
+        )
+    save_report({"dense": dense_stats, "points": rows}, os.path.join(args.out, "frontier.json"))
+    plot_frontier(rows, os.path.join(args.out, "frontier.png"))
+    print(f"wrote {os.path.join(args.out, 'frontier.json')} and frontier.png")
+    return 0
