@@ -191,37 +191,38 @@ def select_blocks(
 
 
 def antidiagonal_block_scores(
-    q: torch.Tensor, k: torch.Tensor, *, block_size: int = 128, stride: int = 8, scale: float | None = None
+    q: torch.Tensor,
+    k: torch.Tensor,
+    *,
+    block_size: int = 128,
+    stride: int = 8,
+    scale: float | None = None,
+    backend: str = "auto",
 ) -> torch.Tensor:
     """XAttention block importance ``(B, H, nQ, nK)``: softmax of strided antidiagonal sums, summed per block.
 
     Xu et al., "XAttention: Block Sparse Attention with Antidiagonal Scoring" (2025),
     https://arxiv.org/abs/2503.16661. Inside every ``stride x stride`` tile of the attention matrix the
-    antidiagonal sum is one dot product of strided, offset-reversed copies of q and k, so all of them come
-    from one ``(N/S) x (N/S)`` matmul; a row softmax over those (scaled by ``scale / stride``) and a sum over
-    each block's ``(block/S)^2`` entries gives the block's importance. Rows of the result sum to 1. The
-    matmul is done one q block at a time, so memory is ``block/S x N/S`` per head. Sequences are padded to
-    whole blocks inside; padded keys are masked out and padded queries ignored.
+    antidiagonal sum is one dot product of strided, offset-reversed copies of q and k (row ``r`` of ``q_s``
+    holds ``q[r*S + S-1-o]`` for ``o = 0..S-1``, row ``c`` of ``k_s`` holds ``k[c*S + o]``). A row softmax of
+    ``q_s k_s^T * scale / S`` summed over each block's ``(block/S)^2`` entries is then exactly the block mass
+    of ``q_s, k_s`` with blocks of ``block/S``, which :func:`block_attention_mass` computes (PyTorch or
+    Triton) without the ``(N/S)^2`` matrix. Rows of the result sum to 1; sequences are padded to whole
+    blocks inside, strided keys that start past the end are dropped and partial query rows kept.
     """
     if block_size % stride:
         raise ValueError(f"block_size ({block_size}) must be a multiple of stride ({stride})")
-    B, H, n_q, D = q.shape
-    n_k = k.shape[2]
-    scale = 1.0 / math.sqrt(D) if scale is None else float(scale)
+    n_q, n_k = q.shape[2], k.shape[2]
+    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
     nb_q, nb_k = -(-n_q // block_size), -(-n_k // block_size)
-    q_pad = torch.nn.functional.pad(q.float(), (0, 0, 0, nb_q * block_size - n_q))
-    k_pad = torch.nn.functional.pad(k.float(), (0, 0, 0, nb_k * block_size - n_k))
-    # strided copies: row r of q_s holds q[r*S + S-1-o] for o = 0..S-1; row c of k_s holds k[c*S + o]
+    q_pad = torch.nn.functional.pad(q, (0, 0, 0, nb_q * block_size - n_q))
+    k_pad = torch.nn.functional.pad(k, (0, 0, 0, nb_k * block_size - n_k))
     q_s = torch.cat([q_pad[:, :, stride - 1 - o :: stride] for o in range(stride)], dim=-1)  # (B, H, Nq/S, D*S)
     k_s = torch.cat([k_pad[:, :, o::stride] for o in range(stride)], dim=-1)  # (B, H, Nk/S, D*S)
-    valid_cols = (torch.arange(k_s.shape[2], device=q.device) * stride) < n_k  # strided column touches a real key
+    q_s, k_s = q_s[:, :, : -(-n_q // stride)], k_s[:, :, : -(-n_k // stride)]
     per_block = block_size // stride
-    scores = torch.zeros(B, H, nb_q, nb_k, dtype=torch.float32, device=q.device)
-    for i in range(nb_q):
-        rows = q_s[:, :, i * per_block : (i + 1) * per_block]  # (B, H, b/S, D*S)
-        logits = torch.matmul(rows, k_s.transpose(-2, -1)) * (scale / stride)  # (B, H, b/S, Nk/S)
-        probs = logits.masked_fill(~valid_cols, float("-inf")).softmax(dim=-1)
-        real_rows = min(per_block, -(-(n_q - i * block_size) // stride))
-        probs = probs[:, :, :real_rows]
-        scores[:, :, i] = probs.view(B, H, real_rows, nb_k, per_block).sum(dim=(2, 4)) / real_rows
-    return scores
+    if backend == "auto" and (per_block < 16 or not q.is_cuda):
+        backend = "torch"  # Triton's tl.dot needs tiles of at least 16
+    return block_attention_mass(
+        q_s.contiguous(), k_s.contiguous(), block_size=per_block, scale=scale / stride, backend=backend
+    )
