@@ -279,40 +279,27 @@ def _validate_sparse_vdit(params: dict[str, Any]) -> None:
     for name in ("diagonal_width", "multi_diagonal_width", "max_distance"):
         if params.get(name) is not None:
             _check_int(name, params[name], 0)
-    assignment = params.get("assignment")
-    if assignment is None:
+    _check_per_layer_lists("assignment", params.get("assignment"), "pattern", lambda name, entry: check_pattern(entry))
+
+
+def _check_per_layer_lists(name: str, value: Any, what: str, check_entry) -> None:
+    """``{layer: [one entry per head]}`` (or None), each entry passed to ``check_entry(label, entry)``."""
+    if value is None:
         return
-    if not isinstance(assignment, dict):
-        raise ValueError(f"assignment must be a dict {{layer: [pattern per head]}}, got {type(assignment).__name__}")
-    for layer, patterns in assignment.items():
-        _check_int("assignment keys", layer, 0)
-        if not isinstance(patterns, (list, tuple)) or not patterns:
-            raise ValueError(f"assignment[{layer}] must be a non-empty list of patterns, one per head")
-        for pattern in patterns:
-            check_pattern(pattern)
-
-
-def _triple(name: str, value: Any) -> None:
-    if (
-        not isinstance(value, (tuple, list))
-        or len(value) != 3
-        or any(isinstance(x, bool) or not isinstance(x, int) or x < 1 for x in value)
-    ):
-        raise ValueError(f"{name} must be three positive ints (t, h, w), got {value!r}")
+    if not isinstance(value, dict):
+        raise ValueError(f"{name} must be a dict {{layer: [{what} per head]}}, got {type(value).__name__}")
+    for layer, entries in value.items():
+        _check_int(f"{name} keys", layer, 0)
+        if not isinstance(entries, (list, tuple)) or not entries:
+            raise ValueError(f"{name}[{layer}] must be a non-empty list, one {what} per head")
+        for entry in entries:
+            check_entry(f"{name}[{layer}] entries", entry)
 
 
 def _validate_sliding_tile(params: dict[str, Any]) -> None:
+    from .patterns.sliding_tile import _check_triple
+
     for name in ("tile", "window"):
         if name in params:
-            _triple(name, params[name])
-    head_windows = params.get("head_windows")
-    if head_windows is None:
-        return
-    if not isinstance(head_windows, dict):
-        raise ValueError(f"head_windows must be a dict {{layer: [(wt, wh, ww) per head]}}, got {head_windows!r}")
-    for layer, windows in head_windows.items():
-        _check_int("head_windows keys", layer, 0)
-        if not isinstance(windows, (list, tuple)) or not windows:
-            raise ValueError(f"head_windows[{layer}] must be a non-empty list, one window per head")
-        for window in windows:
-            _triple(f"head_windows[{layer}] entries", window)
+            _check_triple(name, params[name])
+    _check_per_layer_lists("head_windows", params.get("head_windows"), "window", _check_triple)

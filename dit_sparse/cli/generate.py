@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 
 import numpy as np
@@ -19,6 +18,8 @@ from dit_sparse.generation import (
     speed_report,
     write_video,
 )
+
+from ._args import parse_params
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -61,15 +62,7 @@ def _config(args: argparse.Namespace) -> SparseAttentionConfig:
         from dit_sparse.integration.apply import _load_config
 
         return _load_config(args.plan)
-    params = {}
-    for item in args.param:
-        name, sep, value = item.partition("=")
-        if not sep or not name:
-            raise ValueError(f"--param takes NAME=VALUE, got {item!r}")
-        try:
-            params[name] = json.loads(value)
-        except json.JSONDecodeError:
-            params[name] = value
+    params = parse_params(args.param)
     return SparseAttentionConfig(
         args.method, dense_steps=args.dense_steps, block_size=args.block_size, backend=args.backend, **params
     )

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 
 import dit_sparse as ds
 from dit_sparse import patterns
 from dit_sparse.visualize import render_mask
+
+from ._args import parse_params
 
 BUILDERS = {
     "radial": patterns.radial,
@@ -38,22 +39,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     return parser
 
 
-def _params(items: list[str]) -> dict:
-    params = {}
-    for item in items:
-        name, sep, value = item.partition("=")
-        if not sep or not name:
-            raise ValueError(f"--param takes NAME=VALUE, got {item!r}")
-        try:
-            params[name] = json.loads(value)
-        except json.JSONDecodeError:
-            params[name] = value
-    return params
-
-
 def run(args: argparse.Namespace) -> int:
     layout = ds.VideoLayout(args.frames, args.height, args.width, args.text_len, args.text_position)
-    params = _params(args.param)
+    params = parse_params(args.param)
     try:
         mask = BUILDERS[args.pattern](layout, block_size=args.block_size, **params)
     except TypeError as error:  # an unknown keyword for this pattern
