@@ -12,23 +12,77 @@ touches a kept window pair is kept. Text rows and columns are dense. A new draft
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
 
+from ..kernels.triton_block_sparse import triton_unavailable_reason
 from ..mask import BlockSparseMask
 from ..patterns._tiles import blocks_from_tile_keep, tile_grid, tile_incidence, tile_of_position
 from .base import AttentionCall, AttentionPlan, Method
 
 
-def pool_windows(x: torch.Tensor, tile_of: torch.Tensor, n_tiles: int) -> torch.Tensor:
-    """Mean of ``x`` ``(B, H, N, D)`` (tile-major order) over each tile -> ``(B, H, T, D)``; text ignored."""
+def pool_windows(x: torch.Tensor, tile_of: torch.Tensor, n_tiles: int, backend: str = "auto") -> torch.Tensor:
+    """Mean of ``x`` ``(B, H, N, D)`` (tile-major order) over each tile -> ``(B, H, T, D)`` fp32; text ignored.
+
+    ``backend``: ``"torch"`` (index_add, the twin), ``"triton"`` (one program per (tile, batch*head) summing the
+    tile's contiguous rows), or ``"auto"`` (Triton on a CUDA GPU).
+    """
+    if backend == "auto":
+        backend = "triton" if x.is_cuda and triton_unavailable_reason(x.device) is None else "torch"
     video = tile_of >= 0
     index = tile_of[video].to(x.device)
+    counts = torch.bincount(index, minlength=n_tiles)
+    if backend == "triton":
+        starts = torch.zeros(n_tiles + 1, dtype=torch.int32, device=x.device)
+        starts[1:] = torch.cumsum(counts, 0)
+        starts += int(torch.nonzero(video)[0])  # tiles are contiguous and in order after any text prefix
+        return _pool_triton(x, starts, n_tiles)
     sums = torch.zeros(*x.shape[:2], n_tiles, x.shape[-1], dtype=torch.float32, device=x.device)
     sums.index_add_(2, index, x[:, :, video.to(x.device)].float())
-    counts = torch.bincount(index, minlength=n_tiles).clamp(min=1).to(x.device)
-    return sums / counts[:, None]
+    return sums / counts.clamp(min=1)[:, None]
+
+
+@functools.cache
+def _pool_kernel():
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def _window_mean_kernel(
+        X, STARTS, OUT,
+        stride_xb, stride_xh, stride_xn, stride_xd,
+        H, N_TILES, HEAD_DIM,
+        BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+    ):  # fmt: skip
+        tile = tl.program_id(0)
+        pid_bh = tl.program_id(1)
+        b, h = pid_bh // H, pid_bh % H
+        start = tl.load(STARTS + tile)
+        stop = tl.load(STARTS + tile + 1)
+        offs_d = tl.arange(0, BLOCK_D)
+        acc = tl.zeros([BLOCK_D], dtype=tl.float32)
+        for row in range(start, stop, BLOCK_N):
+            offs_n = row + tl.arange(0, BLOCK_N)
+            x = tl.load(
+                X + b * stride_xb + h * stride_xh + offs_n[:, None] * stride_xn + offs_d[None, :] * stride_xd,
+                mask=(offs_n[:, None] < stop) & (offs_d[None, :] < HEAD_DIM),
+                other=0.0,
+            )
+            acc += tl.sum(x.to(tl.float32), 0)
+        count = tl.maximum(stop - start, 1)
+        tl.store(OUT + (pid_bh * N_TILES + tile) * HEAD_DIM + offs_d, acc / count, mask=offs_d < HEAD_DIM)
+
+    return _window_mean_kernel
+
+
+def _pool_triton(x: torch.Tensor, starts: torch.Tensor, n_tiles: int) -> torch.Tensor:
+    B, H, _, D = x.shape
+    out = torch.empty(B, H, n_tiles, D, dtype=torch.float32, device=x.device)
+    block_d = max(16, 1 << (D - 1).bit_length())
+    _pool_kernel()[(n_tiles, B * H)](x, starts, out, *x.stride(), H, n_tiles, D, BLOCK_N=32, BLOCK_D=block_d)
+    return out
 
 
 def draft_keep(q_draft: torch.Tensor, k_draft: torch.Tensor, fraction: float) -> torch.Tensor:

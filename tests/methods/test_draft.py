@@ -50,3 +50,17 @@ def test_block_mask_is_the_exact_reduction_of_the_window_selection():
         tokens = keep[0, head][tile_of.clamp(min=0)][:, tile_of.clamp(min=0)] | text[:, None] | text[None, :]
         assert torch.equal(plan.mask.to_dense()[0, head], reduce_to_blocks(tokens, 16))
     assert torch.equal(plan.permutation, LAYOUT.tile_permutation((1, 2, 4)))
+
+
+def test_triton_window_pooling_matches_its_twin():
+    from conftest import HAS_CUDA
+
+    device = "cuda" if HAS_CUDA else "cpu"
+    for layout in (LAYOUT, ds.VideoLayout(2, 4, 8, text_len=3, text_position="suffix"), ds.VideoLayout(2, 9, 9)):
+        tile_of = tile_of_position(layout, (1, 2, 4))
+        n_tiles = int(tile_of.max()) + 1
+        x = torch.randn(2, 3, layout.num_tokens, 20, device=device)
+        twin = pool_windows(x, tile_of, n_tiles, backend="torch")
+        kernel = pool_windows(x, tile_of, n_tiles, backend="triton")
+        assert kernel.shape == (2, 3, n_tiles, 20)
+        torch.testing.assert_close(kernel, twin, atol=1e-5, rtol=1e-5)
