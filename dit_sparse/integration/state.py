@@ -165,6 +165,10 @@ class SparseState:
                 perm = plan.permutation
                 q, k, v = (_reorder(t, perm) for t in (q, k, v))
                 out = _reorder(self._sparse(q, k, v, mask, attn_mask, scale), invert_permutation(perm))
+            skip = [h for h in plan.skip_heads if h not in config.dense_heads.get(layer, ())]
+            if mask is not None and skip:
+                out = out.clone()
+                out[:, skip] = _uniform_attention(v[:, skip], attn_mask).to(out.dtype)
             density = 1.0 if mask is None else self._density(mask)
         self.attention_timer.stop(token)
         self.calls += 1
@@ -188,7 +192,9 @@ class SparseState:
                 raise ValueError(f"dense_heads[{layer}] names head {max(heads)}, the layer has {mask.num_heads}")
             blocks = mask.blocks.clone()
             blocks[:, list(heads)] = True
-            mask._derived[key] = BlockSparseMask.from_dense(blocks, mask.block_size, mask.seq_len)
+            mask._derived[key] = BlockSparseMask.from_dense(
+                blocks, mask.block_size, mask.seq_len, allow_empty_rows=mask.allow_empty_rows
+            )
         return mask._derived[key]
 
     def _sparse(self, q, k, v, mask: BlockSparseMask, attn_mask, scale) -> torch.Tensor:
@@ -205,7 +211,9 @@ class SparseState:
             blocks = mask.blocks[..., : math.ceil(length / bk)]
             if blocks.shape[0] > 1:
                 blocks = blocks[rows]
-            sub = BlockSparseMask.from_dense(blocks, mask.block_size, (q.shape[2], length))
+            sub = BlockSparseMask.from_dense(
+                blocks, mask.block_size, (q.shape[2], length), allow_empty_rows=mask.allow_empty_rows
+            )
             out[rows] = block_sparse_attention(
                 q[rows], k[rows, :, :length], v[rows, :, :length], sub, backend=backend, scale=scale
             )
@@ -230,6 +238,16 @@ class SparseState:
             "layout": None if self.layout is None else vars(self.layout).copy(),
             "mean_layer_density": sum(counted) / len(counted) if counted else None,
         }
+
+
+def _uniform_attention(v: torch.Tensor, attn_mask: torch.Tensor | None) -> torch.Tensor:
+    """Output of attention spread evenly over the (valid) keys: the mean of V, ``(B, h, 1, D)`` broadcast to N rows."""
+    if attn_mask is None:
+        return v.float().mean(dim=2, keepdim=True)
+    lengths = torch.tensor(_key_prefix_lengths(attn_mask, v.shape[0], v.shape[2]), device=v.device)
+    valid = torch.arange(v.shape[2], device=v.device)[None, :] < lengths[:, None]  # (B, Nk)
+    sums = (v.float() * valid[:, None, :, None]).sum(dim=2, keepdim=True)
+    return sums / lengths[:, None, None, None]
 
 
 def _reorder(x: torch.Tensor, perm: torch.Tensor) -> torch.Tensor:

@@ -42,6 +42,7 @@ class AttentionPlan:
     mask: BlockSparseMask | None
     permutation: torch.Tensor | None = None
     dense: bool = False  # run this call dense (e.g. before a method's first search); mask is then ignored
+    skip_heads: tuple[int, ...] = ()  # heads computed by no kernel; their output is uniform attention (mean of V)
 
 
 class Method:

@@ -10,7 +10,12 @@ Assignments come from ``assignment={layer: [pattern per head, ...]}`` (a calibra
 Without one, the documented default (not from the paper, chosen to keep both local and temporal context
 without a search) gives even heads ``"diagonal+vertical_stripe"`` (frame-local band plus the first
 frame) and odd heads ``"multi_diagonal+vertical_stripe"`` (the same place in other frames plus the first
-frame). Skipped heads are not supported yet.
+frame).
+
+``"skip"`` heads (the paper finds 3-6% of heads can be skipped) run no kernel work at all: their rows of
+the block table are empty. What the paper puts in a skipped head's place is not published; here its output
+is that of uniform attention over the keys, the mean of V (over the valid keys when text is padded), which
+is what a head whose attention is spread evenly produces and costs O(N * D).
 """
 
 from __future__ import annotations
@@ -20,9 +25,9 @@ import torch
 from ..layout import VideoLayout
 from ..mask import BlockSparseMask
 from ..patterns import diagonal, multi_diagonal, vertical_stripe
-from .base import AttentionCall, Method
+from .base import AttentionCall, AttentionPlan, Method
 
-PATTERNS = ("diagonal", "multi_diagonal", "vertical_stripe", "dense")
+PATTERNS = ("diagonal", "multi_diagonal", "vertical_stripe", "dense", "skip")
 DEFAULT_PATTERNS = ("diagonal+vertical_stripe", "multi_diagonal+vertical_stripe")
 
 
@@ -31,6 +36,8 @@ def check_pattern(name: str) -> None:
     unknown = [p for p in parts if p not in PATTERNS]
     if unknown:
         raise ValueError(f"unknown Sparse-vDiT pattern(s) {unknown} in {name!r}; patterns are {list(PATTERNS)}")
+    if "skip" in parts and len(parts) > 1:
+        raise ValueError(f"'skip' cannot be combined with other patterns, got {name!r}")
 
 
 class SparseVDiTMethod(Method):
@@ -53,6 +60,11 @@ class SparseVDiTMethod(Method):
             return patterns
         return tuple(DEFAULT_PATTERNS[h % len(DEFAULT_PATTERNS)] for h in range(num_heads))
 
+    def plan_for(self, call: AttentionCall) -> AttentionPlan:
+        patterns = self.head_patterns(call.layer, call.num_heads)
+        skip = tuple(h for h, pattern in enumerate(patterns) if pattern == "skip")
+        return AttentionPlan(self.mask_for(call), skip_heads=skip)
+
     def mask_for(self, call: AttentionCall) -> BlockSparseMask:
         params = self.config.method_params(call.layer)
         patterns = self.head_patterns(call.layer, call.num_heads)
@@ -74,16 +86,18 @@ class SparseVDiTMethod(Method):
         table = torch.stack(heads)[None]  # (1, H, nQ, nK)
         n = call.layout.num_tokens
         name = f"sparse_vdit(layer={call.layer},{'/'.join(patterns)})"
-        mask = BlockSparseMask.from_dense(table, self.config.block_size, (n, n), name=name).to(call.q.device)
+        mask = BlockSparseMask.from_dense(
+            table, self.config.block_size, (n, n), allow_empty_rows="skip" in patterns, name=name
+        ).to(call.q.device)
         self._cache[key] = mask
         self.searches += 1
         return mask
 
     def _pattern_blocks(self, part: str, layout: VideoLayout, params: dict) -> torch.Tensor:
         block = self.config.block_size
-        if part == "dense":
+        if part in ("dense", "skip"):
             n_blocks = -(-layout.num_tokens // block)
-            return torch.ones(n_blocks, n_blocks, dtype=torch.bool)
+            return torch.full((n_blocks, n_blocks), part == "dense", dtype=torch.bool)
         if part == "diagonal":
             mask = diagonal(layout, width=params["diagonal_width"], block_size=block)
         elif part == "multi_diagonal":

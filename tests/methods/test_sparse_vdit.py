@@ -56,3 +56,30 @@ def test_assignment_per_layer_and_json_round_trip():
 def test_bad_parameters(params, message):
     with pytest.raises(ValueError, match=message):
         ds.SparseAttentionConfig("sparse_vdit", **params)
+
+
+def test_skipped_heads_run_no_blocks_and_output_uniform_attention():
+    from dit_sparse.integration.state import SparseState
+
+    config = ds.SparseAttentionConfig(
+        "sparse_vdit", block_size=16, backend="reference", assignment={0: ["skip", "dense"]}
+    )
+    state = SparseState(WAN, config, original_backends=[None])
+    state.layout = LAYOUT
+    q, k, v = (torch.randn(2, 2, LAYOUT.num_tokens, 8) for _ in range(3))
+    plan = state.method.plan_for(AttentionCall(0, 0, None, LAYOUT, q, k, v))
+    assert plan.skip_heads == (0,) and not plan.mask.to_dense()[0, 0].any()  # no kernel work for head 0
+    out = state.attend(0, q, k, v, attn_mask=None, scale=None, dense_fn=lambda: None)
+    torch.testing.assert_close(out[:, 0], v[:, 0].mean(dim=1, keepdim=True).expand_as(out[:, 0]))
+    torch.testing.assert_close(
+        out[:, 1], torch.nn.functional.scaled_dot_product_attention(q, k, v)[:, 1], atol=1e-5, rtol=1e-5
+    )
+    # with text padding at the end (HunyuanVideo), the mean runs over the valid keys only
+    n = LAYOUT.num_tokens
+    key_mask = torch.ones(2, 1, 1, n, dtype=torch.bool)
+    key_mask[1, ..., n - 3 :] = False
+    padded = state.attend(0, q, k, v, attn_mask=key_mask, scale=None, dense_fn=lambda: None)
+    torch.testing.assert_close(padded[1, 0, 0], v[1, 0, : n - 3].mean(dim=0))
+    assert state.summary()["per_layer"][0] == pytest.approx(0.5)  # the skipped head computes nothing
+    with pytest.raises(ValueError, match="'skip' cannot be combined"):
+        ds.SparseAttentionConfig("sparse_vdit", assignment={0: ["skip+diagonal"]})
