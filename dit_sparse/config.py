@@ -251,6 +251,24 @@ class SparseAttentionConfig:
         return data
 
     @classmethod
+    def recommended(cls, method: str, num_inference_steps: int = 50, **overrides: Any) -> SparseAttentionConfig:
+        """The schedule a method's paper uses, scaled to ``num_inference_steps``; ``overrides`` win.
+
+        Radial attention's public Wan 2.1 scripts use, for videos of the model's native length, the first 12
+        of 50 denoising steps dense, the first layer dense and decay factor 1; the same fraction of steps is
+        kept for other step counts. Methods without such a schedule get their plain defaults.
+
+        Example:
+            >>> SparseAttentionConfig.recommended("radial", num_inference_steps=25).dense_steps
+            6
+        """
+        _check_int("num_inference_steps", num_inference_steps, 1)
+        schedule: dict[str, Any] = {}
+        if method == "radial":
+            schedule = {"dense_steps": round(12 * num_inference_steps / 50), "dense_layers": (0,), "decay_factor": 1.0}
+        return cls(method, **{**schedule, **overrides})
+
+    @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SparseAttentionConfig:
         if not isinstance(data, dict):
             raise ValueError(f"a config must be a dict, got {type(data).__name__}")

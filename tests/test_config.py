@@ -64,3 +64,13 @@ def test_sliding_tile_config_survives_json():
 
     cfg = SparseAttentionConfig("sliding_tile", tile=(2, 4, 4), head_windows={3: [(1, 2, 2), (3, 3, 3)]})
     assert SparseAttentionConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+
+
+def test_recommended_schedules_follow_the_papers():
+    radial = SparseAttentionConfig.recommended("radial")
+    assert (radial.dense_steps, radial.dense_layers, radial.method_params()["decay_factor"]) == (12, (0,), 1.0)
+    assert SparseAttentionConfig.recommended("radial", num_inference_steps=10).dense_steps == 2
+    assert SparseAttentionConfig.recommended("radial", dense_steps=0).dense_steps == 0  # overrides win
+    assert SparseAttentionConfig.recommended("sparsed") == SparseAttentionConfig("sparsed")
+    with pytest.raises(ValueError, match="num_inference_steps must be an int >= 1"):
+        SparseAttentionConfig.recommended("radial", num_inference_steps=0)
