@@ -163,71 +163,10 @@ class SparseAttentionConfig:
             _check_int("dense_heads keys", layer, 0)
             for head in heads:
                 _check_int(f"dense_heads[{layer}] entries", head, 0)
-        if self.method == "radial":
-            _validate_radial(self.params)
-            for override in self.layer_overrides.values():
-                _validate_radial(override)
-        if self.method == "sliding_tile":
+        validator = _METHOD_VALIDATORS.get(self.method)
+        if validator is not None:
             for params in (self.params, *self.layer_overrides.values()):
-                _validate_sliding_tile(params)
-        if self.method == "svg":
-            for params in (self.params, *self.layer_overrides.values()):
-                for name in ("spatial_width", "temporal_width"):
-                    if params.get(name) is not None:
-                        _check_int(name, params[name], 1)
-                if "num_samples" in params:
-                    _check_int("num_samples", params["num_samples"], 1)
-                if "seed" in params:
-                    _check_int("seed", params["seed"], 0)
-        if self.method == "sparsed":
-            for params in (self.params, *self.layer_overrides.values()):
-                for name in ("tau", "fraction"):
-                    value = params.get(name)
-                    if value is not None and (
-                        isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1
-                    ):
-                        raise ValueError(f"{name} must be in (0, 1], got {value!r}")
-                if "min_blocks_per_row" in params:
-                    _check_int("min_blocks_per_row", params["min_blocks_per_row"], 1)
-        if self.method == "adaspa":
-            for params in (self.params, *self.layer_overrides.values()):
-                steps = params.get("search_steps", (0,))
-                if not isinstance(steps, (tuple, list)) or not steps:
-                    raise ValueError(f"search_steps must be a non-empty list of step indices, got {steps!r}")
-                for step in steps:
-                    _check_int("search_steps entries", step, 0)
-                value = params.get("density", 0.5)
-                if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
-                    raise ValueError(f"density must be in (0, 1], got {value!r}")
-                if "min_blocks_per_row" in params:
-                    _check_int("min_blocks_per_row", params["min_blocks_per_row"], 1)
-        if self.method == "xattention":
-            for params in (self.params, *self.layer_overrides.values()):
-                if "stride" in params:
-                    _check_int("stride", params["stride"], 1)
-                    if self.block_size % params["stride"]:
-                        raise ValueError(f"stride {params['stride']} must divide block_size {self.block_size}")
-                value = params.get("tau", 0.5)
-                if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
-                    raise ValueError(f"tau must be in (0, 1], got {value!r}")
-                for name in ("warmup_steps", "min_blocks_per_row"):
-                    if name in params:
-                        _check_int(name, params[name], 0 if name == "warmup_steps" else 1)
-        if self.method == "draft":
-            for params in (self.params, *self.layer_overrides.values()):
-                window = params.get("window", (1, 1))
-                if (
-                    not isinstance(window, (tuple, list))
-                    or len(window) != 2
-                    or any(isinstance(x, bool) or not isinstance(x, int) or x < 1 for x in window)
-                ):
-                    raise ValueError(f"window must be two positive ints (h, w), got {window!r}")
-                value = params.get("fraction", 0.5)
-                if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
-                    raise ValueError(f"fraction must be in (0, 1], got {value!r}")
-        if self.method == "sparse_vdit":
-            for params in (self.params, *self.layer_overrides.values()):
-                _validate_sparse_vdit(params)
+                validator(params, self.block_size)
 
     def method_params(self, layer: int | None = None) -> dict[str, Any]:
         """The method's parameters with defaults filled in, and the layer's overrides applied."""
@@ -280,7 +219,7 @@ class SparseAttentionConfig:
         return cls(data.pop("method", "radial"), **data)
 
 
-def _validate_radial(params: dict[str, Any]) -> None:
+def _validate_radial(params: dict[str, Any], block_size: int) -> None:
     if "decay_factor" in params:
         value = params["decay_factor"]
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
@@ -291,7 +230,7 @@ def _validate_radial(params: dict[str, Any]) -> None:
         _check_int("dense_distance", params["dense_distance"], 0)
 
 
-def _validate_sparse_vdit(params: dict[str, Any]) -> None:
+def _validate_sparse_vdit(params: dict[str, Any], block_size: int) -> None:
     from .methods.sparse_vdit import check_pattern
 
     for name in ("diagonal_width", "multi_diagonal_width", "max_distance"):
@@ -314,10 +253,81 @@ def _check_per_layer_lists(name: str, value: Any, what: str, check_entry) -> Non
             check_entry(f"{name}[{layer}] entries", entry)
 
 
-def _validate_sliding_tile(params: dict[str, Any]) -> None:
+def _validate_sliding_tile(params: dict[str, Any], block_size: int) -> None:
     from .patterns.sliding_tile import _check_triple
 
     for name in ("tile", "window"):
         if name in params:
             _check_triple(name, params[name])
     _check_per_layer_lists("head_windows", params.get("head_windows"), "window", _check_triple)
+
+
+def _check_fraction(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+        raise ValueError(f"{name} must be in (0, 1], got {value!r}")
+
+
+def _validate_svg(params: dict[str, Any], block_size: int) -> None:
+    for name in ("spatial_width", "temporal_width"):
+        if params.get(name) is not None:
+            _check_int(name, params[name], 1)
+    if "num_samples" in params:
+        _check_int("num_samples", params["num_samples"], 1)
+    if "seed" in params:
+        _check_int("seed", params["seed"], 0)
+
+
+def _validate_sparsed(params: dict[str, Any], block_size: int) -> None:
+    for name in ("tau", "fraction"):
+        if params.get(name) is not None:
+            _check_fraction(name, params[name])
+    if "min_blocks_per_row" in params:
+        _check_int("min_blocks_per_row", params["min_blocks_per_row"], 1)
+
+
+def _validate_adaspa(params: dict[str, Any], block_size: int) -> None:
+    steps = params.get("search_steps", (0,))
+    if not isinstance(steps, (tuple, list)) or not steps:
+        raise ValueError(f"search_steps must be a non-empty list of step indices, got {steps!r}")
+    for step in steps:
+        _check_int("search_steps entries", step, 0)
+    if "density" in params:
+        _check_fraction("density", params["density"])
+    if "min_blocks_per_row" in params:
+        _check_int("min_blocks_per_row", params["min_blocks_per_row"], 1)
+
+
+def _validate_xattention(params: dict[str, Any], block_size: int) -> None:
+    if "stride" in params:
+        _check_int("stride", params["stride"], 1)
+        if block_size % params["stride"]:
+            raise ValueError(f"stride {params['stride']} must divide block_size {block_size}")
+    if "tau" in params:
+        _check_fraction("tau", params["tau"])
+    for name, minimum in (("warmup_steps", 0), ("min_blocks_per_row", 1)):
+        if name in params:
+            _check_int(name, params[name], minimum)
+
+
+def _validate_draft(params: dict[str, Any], block_size: int) -> None:
+    window = params.get("window", (1, 1))
+    if (
+        not isinstance(window, (tuple, list))
+        or len(window) != 2
+        or any(isinstance(x, bool) or not isinstance(x, int) or x < 1 for x in window)
+    ):
+        raise ValueError(f"window must be two positive ints (h, w), got {window!r}")
+    if "fraction" in params:
+        _check_fraction("fraction", params["fraction"])
+
+
+_METHOD_VALIDATORS = {
+    "radial": _validate_radial,
+    "sparse_vdit": _validate_sparse_vdit,
+    "sliding_tile": _validate_sliding_tile,
+    "svg": _validate_svg,
+    "sparsed": _validate_sparsed,
+    "adaspa": _validate_adaspa,
+    "xattention": _validate_xattention,
+    "draft": _validate_draft,
+}
