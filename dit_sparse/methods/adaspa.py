@@ -23,8 +23,7 @@ import torch
 
 from ..mask import BlockSparseMask
 from ..scoring import block_attention_mass, row_logsumexp, select_blocks
-from .base import AttentionCall, AttentionPlan, Method
-from .sparsed import text_blocks
+from .base import AttentionCall, AttentionPlan, Method, mask_keeping_text
 
 
 def select_head_adaptive(mass: torch.Tensor, density: float, min_blocks_per_row: int = 1) -> torch.Tensor:
@@ -65,11 +64,7 @@ class AdaSpaMethod(Method):
             lse = row_logsumexp(call.q, call.k) if first else self._lse[key]
             mass = block_attention_mass(call.q, call.k, block_size=self.config.block_size, lse=lse)
             table = select_head_adaptive(mass, params["density"], params["min_blocks_per_row"])
-            text = text_blocks(call.layout, self.config.block_size).to(table.device)
-            table[..., text, :] = True
-            table[..., :, text] = True
-            n = call.layout.num_tokens
-            mask = BlockSparseMask.from_dense(table, self.config.block_size, (n, n), name=f"adaspa(step={call.step})")
+            mask = mask_keeping_text(table, call.layout, self.config.block_size, f"adaspa(step={call.step})")
             self._masks[key] = mask
             self._searched_at[key] = call.step
             if first:
@@ -81,6 +76,3 @@ class AdaSpaMethod(Method):
             return AttentionPlan(None, dense=True)  # before the first search
         self.reuses += 1
         return AttentionPlan(mask)
-
-    def mask_for(self, call: AttentionCall) -> BlockSparseMask | None:
-        return self.plan_for(call).mask

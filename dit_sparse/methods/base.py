@@ -48,8 +48,10 @@ class AttentionPlan:
 class Method:
     """Decides the block mask of a self-attention call.
 
-    Subclasses set ``name`` and implement :meth:`mask_for`; ``searches`` counts masks computed and
-    ``reuses`` calls served from a cache, reset by :meth:`reset` at the start of each generation.
+    Subclasses set ``name`` and implement :meth:`mask_for` (methods with a plain mask) or :meth:`plan_for`
+    (methods that reorder tokens, skip heads or ask for dense calls); each defaults to the other.
+    ``searches`` counts masks computed and ``reuses`` calls served from a cache, reset by :meth:`reset` at
+    the start of each generation.
     """
 
     name: str = ""
@@ -64,9 +66,26 @@ class Method:
         self.searches = 0
         self.reuses = 0
 
-    def mask_for(self, call: AttentionCall) -> BlockSparseMask:
-        raise NotImplementedError
+    def mask_for(self, call: AttentionCall) -> BlockSparseMask | None:
+        if type(self).plan_for is Method.plan_for:
+            raise NotImplementedError(f"{type(self).__name__} must implement mask_for or plan_for")
+        return self.plan_for(call).mask
 
     def plan_for(self, call: AttentionCall) -> AttentionPlan:
         """The mask (and token order) of this call; methods that reorder tokens override this."""
         return AttentionPlan(self.mask_for(call))
+
+
+def mask_keeping_text(table: torch.Tensor, layout: VideoLayout, block_size: int, name: str) -> BlockSparseMask:
+    """Mask from a selected block table ``(B, H, nB, nB)`` with every block holding text kept in full.
+
+    Selections by score or mass may drop text blocks; the architecture keeps text rows and columns dense.
+    """
+    n_blocks = -(-layout.num_tokens // block_size)
+    text = torch.zeros(n_blocks, dtype=torch.bool)
+    text[torch.arange(layout.num_tokens)[layout.text_slice] // block_size] = True
+    text = text.to(table.device)
+    table[..., text, :] = True
+    table[..., :, text] = True
+    n = layout.num_tokens
+    return BlockSparseMask.from_dense(table, block_size, (n, n), name=name)

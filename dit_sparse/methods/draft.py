@@ -126,6 +126,3 @@ class DraftMethod(Method):
         self.searches += 1
         mask = BlockSparseMask.from_dense(table, self.config.block_size, (n, n), name=f"draft({params['fraction']})")
         return AttentionPlan(mask, perm)
-
-    def mask_for(self, call: AttentionCall) -> BlockSparseMask:
-        return self.plan_for(call).mask

@@ -40,6 +40,3 @@ class SlidingTileMethod(Method):
         self._cache[key] = plan
         self.searches += 1
         return plan
-
-    def mask_for(self, call: AttentionCall):
-        return self.plan_for(call).mask

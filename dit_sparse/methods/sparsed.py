@@ -15,27 +15,14 @@ import torch
 from ..layout import VideoLayout
 from ..mask import BlockSparseMask
 from ..scoring import block_attention_mass, select_blocks
-from .base import AttentionCall, Method
-
-
-def text_blocks(layout: VideoLayout, block_size: int) -> torch.Tensor:
-    """(nB,) bool: blocks holding at least one text token."""
-    n_blocks = -(-layout.num_tokens // block_size)
-    marks = torch.zeros(n_blocks, dtype=torch.bool)
-    text = torch.arange(layout.num_tokens)[layout.text_slice]
-    marks[text // block_size] = True
-    return marks
+from .base import AttentionCall, Method, mask_keeping_text
 
 
 def masks_from_mass(mass: torch.Tensor, layout: VideoLayout, block_size: int, params: dict) -> BlockSparseMask:
     """Selection by ``tau`` or ``fraction`` with text rows and columns kept; ``mass`` is (B, H, nB, nB)."""
     rule = {"fraction": params["fraction"]} if params["fraction"] is not None else {"tau": params["tau"]}
     table = select_blocks(mass, min_blocks_per_row=params["min_blocks_per_row"], **rule)
-    text = text_blocks(layout, block_size).to(table.device)
-    table[..., text, :] = True
-    table[..., :, text] = True
-    n = layout.num_tokens
-    return BlockSparseMask.from_dense(table, block_size, (n, n), name=f"sparsed({rule})")
+    return mask_keeping_text(table, layout, block_size, f"sparsed({rule})")
 
 
 class SparseDMethod(Method):

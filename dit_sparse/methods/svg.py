@@ -89,6 +89,3 @@ class SVGMethod(Method):
         perms = torch.stack([candidates[int(c)][1] for c in choice])  # (H, N)
         mask = BlockSparseMask.from_dense(table, self.config.block_size, (n, n), name=f"svg(layer={call.layer})")
         return AttentionPlan(mask, perms)
-
-    def mask_for(self, call: AttentionCall) -> BlockSparseMask:
-        return self.plan_for(call).mask

@@ -9,10 +9,8 @@ HunyuanVideo). Text rows and columns stay dense.
 
 from __future__ import annotations
 
-from ..mask import BlockSparseMask
 from ..scoring import antidiagonal_block_scores, select_blocks
-from .base import AttentionCall, AttentionPlan, Method
-from .sparsed import text_blocks
+from .base import AttentionCall, AttentionPlan, Method, mask_keeping_text
 
 
 class XAttentionMethod(Method):
@@ -25,12 +23,5 @@ class XAttentionMethod(Method):
         block = self.config.block_size
         scores = antidiagonal_block_scores(call.q, call.k, block_size=block, stride=params["stride"])
         table = select_blocks(scores, tau=params["tau"], min_blocks_per_row=params["min_blocks_per_row"])
-        text = text_blocks(call.layout, block).to(table.device)
-        table[..., text, :] = True
-        table[..., :, text] = True
-        n = call.layout.num_tokens
         self.searches += 1
-        return AttentionPlan(BlockSparseMask.from_dense(table, block, (n, n), name=f"xattention(tau={params['tau']})"))
-
-    def mask_for(self, call: AttentionCall) -> BlockSparseMask | None:
-        return self.plan_for(call).mask
+        return AttentionPlan(mask_keeping_text(table, call.layout, block, f"xattention(tau={params['tau']})"))
