@@ -6,6 +6,7 @@ import inspect
 import json
 import logging
 import os
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -80,7 +81,7 @@ def _call_kwargs(pipe, settings: GenerationSettings) -> dict[str, Any]:
             raise ValueError(f"{type(pipe).__name__} does not take {name} (an image pipeline has no frames)")
         kwargs[name] = value
     kwargs.update(settings.extra)
-    device = next(iter(_transformers(pipe)))[1].device
+    device = _transformer_device(pipe)
     generator_device = "cpu" if device.type != "cuda" else device
     kwargs["generator"] = torch.Generator(generator_device).manual_seed(settings.seed)
     return kwargs
@@ -112,10 +113,12 @@ def run_once(pipe, settings: GenerationSettings, config: SparseAttentionConfig) 
     return _as_frames(output), stats
 
 
-def _now(pipe) -> float:
-    import time
+def _transformer_device(pipe) -> torch.device:
+    return _transformers(pipe)[0][1].device
 
-    device = next(iter(_transformers(pipe)))[1].device
+
+def _now(pipe) -> float:
+    device = _transformer_device(pipe)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     return time.perf_counter()
