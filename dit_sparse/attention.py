@@ -6,7 +6,8 @@ import math
 
 import torch
 
-from .kernels import BACKENDS
+from .kernels import BACKENDS, quantized_backends
+from .kernels.quant import check_quant
 from .mask import BlockSparseMask
 
 _DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
@@ -29,15 +30,18 @@ def _default_device(device: torch.device | str | None) -> torch.device:
     return torch.device(device)
 
 
-def select_backend(q: torch.Tensor, mask: BlockSparseMask, return_lse: bool = False) -> str:
+def select_backend(q: torch.Tensor, mask: BlockSparseMask, return_lse: bool = False, quant: str | None = None) -> str:
     """The backend ``"auto"`` runs for this call.
 
     On a CUDA GPU: ``triton`` (fastest; measured in ``benchmarks/attention.py``), else ``flex``, else
     ``reference``. On a CPU: compiled ``flex`` (skips masked blocks; its first call for a shape compiles,
     10-20 s on two cores), else ``reference``. Triton never runs on a CPU under ``auto``: its interpreter
-    is for tests. A backend that cannot take the call (dtype, head dim, block size) is passed over.
+    is for tests. A backend that cannot take the call (dtype, head dim, block size) is passed over, and
+    with ``quant`` so is every backend without quantized Q/K (``triton`` on a GPU, else ``reference``).
     """
     order = ("triton", "flex", "reference") if q.device.type == "cuda" else ("flex", "reference")
+    if quant is not None:
+        order = tuple(name for name in order if name in quantized_backends())
     for name in order:
         backend = BACKENDS[name]
         if backend.unavailable_reason(q.device) is None and backend.unsupported_reason(q, mask, return_lse) is None:
@@ -85,6 +89,7 @@ def block_sparse_attention(
     backend: str = "auto",
     scale: float | None = None,
     return_lse: bool = False,
+    quant: str | None = None,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Attention of ``q`` over ``k, v`` computed only on the blocks that ``mask`` keeps.
 
@@ -98,6 +103,10 @@ def block_sparse_attention(
         scale (`float`, optional): softmax scale; defaults to ``1 / sqrt(D)``.
         return_lse (`bool`, defaults to False): also return the log-sum-exp of each row's kept scores,
             ``(B, H, Nq)`` fp32 in natural-log units (``-inf`` for rows with no kept block).
+        quant (`str`, optional): ``"int8"`` or ``"int4"`` quantizes Q and K per mask block after smoothing
+            K (SageAttention / PAROAttention style, see :mod:`dit_sparse.kernels.quant`); ``P V`` stays in
+            the inputs' dtype. Backends ``"reference"`` (its exact twin) and ``"triton"``; int4 is held in
+            int8 and measures accuracy, not speed.
 
     Returns:
         ``(B, H, Nq, D)`` in ``q``'s dtype, and the LSE when ``return_lse`` is set.
@@ -111,15 +120,23 @@ def block_sparse_attention(
         torch.Size([1, 2, 300, 64])
     """
     _check_inputs(q, k, v, mask)
+    check_quant(quant)
     if scale is None:
         scale = 1.0 / math.sqrt(q.shape[-1])
     if backend == "auto":
-        backend = select_backend(q, mask, return_lse)
+        backend = select_backend(q, mask, return_lse, quant)
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose one of {['auto', *BACKENDS]}")
     chosen = BACKENDS[backend]
+    if quant is not None and chosen.quantized_forward is None:
+        raise ValueError(
+            f"backend {backend!r} has no quantized attention (quant={quant!r}); use one of {quantized_backends()}"
+        )
     reason = chosen.unavailable_reason(q.device) or chosen.unsupported_reason(q, mask, return_lse)
     if reason is not None:
         raise ValueError(f"backend {backend!r} cannot run this call: {reason}")
-    out, lse = chosen.forward(q, k, v, mask, float(scale), return_lse)
+    if quant is None:
+        out, lse = chosen.forward(q, k, v, mask, float(scale), return_lse)
+    else:
+        out, lse = chosen.quantized_forward(q, k, v, mask, float(scale), return_lse, quant)
     return (out, lse) if return_lse else out

@@ -7,6 +7,11 @@ the fastest of these is the "best dense" baseline. It then times :func:`dit_spar
 for every backend and mask density on the same ``q, k, v``, with random block masks that keep the
 requested fraction of kv blocks in every q-block row (see :func:`random_block_mask`).
 
+With ``quant`` (``--quant int8``), every backend that has quantized attention gets extra rows at the same
+mask: the whole call with ``quant=...`` (Q/K quantization in PyTorch included), and for ``triton`` also the
+kernel alone on Q/K quantized beforehand ("pre-quantized"), so a GPU run shows the int8 kernel against the
+fp16/bf16 one and what the quantization step costs.
+
 Timing: CUDA events around each call (synchronized) on a GPU, ``time.perf_counter`` on a CPU. Each case
 makes one untimed call first (it checks that the backend takes the call and compiles FlexAttention for
 the shape), then ``warmup`` untimed calls, and reports the median of ``repeats`` timed calls.
@@ -48,6 +53,7 @@ from tqdm import tqdm
 
 from ..attention import backend_status, block_sparse_attention, list_backends
 from ..kernels import BACKENDS
+from ..kernels.quant import QUANT_MODES
 from ..mask import SUPPORTED_BLOCK_SIZES, BlockSparseMask
 from ..utils import package_version
 
@@ -166,6 +172,7 @@ def default_settings(device: torch.device | str | None = None) -> dict[str, Any]
         "backends": default_backends(device),
         "max_reference_bytes": DEFAULT_MAX_REFERENCE_BYTES,
         "seed": 0,
+        "quant": [],
     }
     if device.type == "cuda":
         return {
@@ -361,6 +368,9 @@ def _result_row(
         "density_requested": density_requested,
         "density": density,
         "ms": ms,
+        "quant": None,
+        "prequantized": False,
+        "speedup_vs_unquantized": None,
         "dense_sdpa_ms": None,
         "paired_sdpa_ms": None,
         "best_dense_ms": None,
@@ -440,16 +450,25 @@ def _run_sparse(
     repeats: int,
     bar: tqdm,
     skip: str | None,
+    quant: str | None = None,
+    prequantized: bool = False,
 ) -> dict[str, Any]:
     """Row of one block-sparse backend at one density; ``skip`` is a reason known before trying.
 
     It is timed alternately with dense SDPA, whose time and ratio go in ``paired_sdpa_ms`` and
-    ``speedup_vs_sdpa``.
+    ``speedup_vs_sdpa``. ``quant`` times the call with ``quant=quant``; ``prequantized`` (triton only)
+    times the quantized kernel alone, on Q/K quantized once before timing.
     """
-    bar.set_postfix_str(f"N={case['seq_len']} D={case['head_dim']} {backend} density={density:g}")
+    label = _label(backend, quant, prequantized)
+    bar.set_postfix_str(f"N={case['seq_len']} D={case['head_dim']} {label} density={density:g}")
     ms = paired_sdpa_ms = ratio = None
+    if skip is None and prequantized:
+        skip = BACKENDS[backend].unsupported_reason(q, mask, False)
     if skip is None:
-        fn = lambda: block_sparse_attention(q, k, v, mask, backend=backend)  # (B, H, N, D)
+        if prequantized:
+            fn = _prequantized_triton_call(q, k, v, mask, quant)
+        else:
+            fn = lambda: block_sparse_attention(q, k, v, mask, backend=backend, quant=quant)  # (B, H, N, D)
         sdpa = lambda: F.scaled_dot_product_attention(q, k, v)  # (B, H, N, D)
         try:
             fn()  # checks that the backend takes the call; compiles FlexAttention for a new shape
@@ -462,7 +481,7 @@ def _run_sparse(
     if skip is not None:
         logger.info(
             "skipping %s at N=%d D=%d density=%g: %s",
-            backend,
+            label,
             case["seq_len"],
             case["head_dim"],
             density,
@@ -479,7 +498,46 @@ def _run_sparse(
         skipped=skip,
     )
     row["paired_sdpa_ms"], row["speedup_vs_sdpa"] = paired_sdpa_ms, ratio
+    row["quant"], row["prequantized"] = quant, prequantized
     return row
+
+
+def _prequantized_triton_call(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: BlockSparseMask, quant: str
+) -> Callable[[], Any]:
+    """The quantized Triton kernel alone: Q and smoothed K quantized once, here, outside the timing."""
+    from ..kernels.quant import quantize_qk
+
+    quantized = quantize_qk(q, k, mask.block_size, quant)
+    bq, bk = mask.block_size
+    scale = 1.0 / math.sqrt(q.shape[-1])
+    kv_num, kv_idx = mask.kv_num_blocks, mask.kv_indices
+    return lambda: torch.ops.dit_sparse.block_sparse_attention_fwd(
+        quantized.q, quantized.k, v, kv_num, kv_idx, scale, bq, bk, False, quantized.q_scale, quantized.k_scale
+    )
+
+
+def _label(backend: str, quant: str | None, prequantized: bool) -> str:
+    """How a row's backend reads in the table: ``triton``, ``triton int8``, ``triton int8 pre-quantized``."""
+    if quant is None:
+        return backend
+    return f"{backend} {quant}" + (" pre-quantized" if prequantized else "")
+
+
+def _quant_variants(backend: str, quant: Sequence[str]) -> list[tuple[str, bool]]:
+    """(quant, prequantized) rows a backend gets besides its unquantized one."""
+    if BACKENDS[backend].quantized_forward is None:
+        return []
+    return [(mode, pre) for mode in quant for pre in ((False, True) if backend == "triton" else (False,))]
+
+
+def _add_quant_speedups(rows: list[dict[str, Any]]) -> None:
+    """``speedup_vs_unquantized`` of each quantized row: the same backend and mask without ``quant``."""
+    plain = {(row["backend"], row["density_requested"]): row["ms"] for row in rows if row["quant"] is None}
+    for row in rows:
+        base = plain.get((row["backend"], row["density_requested"]))
+        if row["quant"] is not None and row["ms"] is not None and base is not None:
+            row["speedup_vs_unquantized"] = base / row["ms"]
 
 
 def run_attention_benchmark(
@@ -497,6 +555,7 @@ def run_attention_benchmark(
     repeats: int | None = None,
     max_reference_bytes: int | None = None,
     seed: int | None = None,
+    quant: Sequence[str] | None = None,
     progress: bool = True,
 ) -> list[dict[str, Any]]:
     """Time block-sparse attention backends against dense attention on random inputs and masks.
@@ -520,6 +579,9 @@ def run_attention_benchmark(
         max_reference_bytes (`int`): skip the reference backend when its estimated N x N memory (token
             mask, its float copy, scores) exceeds this many bytes.
         seed (`int`): seed of the inputs and masks.
+        quant (`Sequence[str]`, defaults to none): quant modes (``"int8"``, ``"int4"``) to time besides the
+            unquantized call, on the backends that have quantized attention (others get no extra rows);
+            ``triton`` also gets a row for its kernel alone on pre-quantized Q/K.
         progress (`bool`, defaults to True): show a tqdm progress bar on stderr.
 
     Returns:
@@ -532,7 +594,9 @@ def run_attention_benchmark(
         ``ideal_speedup`` (``1 / density``), ``efficiency``
         (``speedup_vs_sdpa / ideal_speedup``), ``tflops_dense_equivalent`` (``4 B H N^2 D`` per second),
         ``tflops_actual`` (the same times ``density``) and ``skipped`` (``None``, or why the case did not
-        run, in which case the timing fields are ``None``). Dense baselines have density 1.
+        run, in which case the timing fields are ``None``), ``quant`` (``None`` or the mode), ``prequantized``
+        and ``speedup_vs_unquantized`` (quantized rows: the unquantized row's time over theirs). Dense
+        baselines have density 1.
     """
     device = _resolve_device(device)
     defaults = default_settings(device)
@@ -549,6 +613,10 @@ def run_attention_benchmark(
     repeats = defaults["repeats"] if repeats is None else repeats
     max_reference_bytes = defaults["max_reference_bytes"] if max_reference_bytes is None else max_reference_bytes
     seed = defaults["seed"] if seed is None else seed
+    quant = list(defaults["quant"] if quant is None else quant)
+    for mode in quant:
+        if mode not in QUANT_MODES:
+            raise ValueError(f"unknown quant mode {mode!r}; choose from {list(QUANT_MODES)}")
 
     if repeats < 1 or warmup < 0:
         raise ValueError(f"need repeats >= 1 and warmup >= 0, got repeats={repeats}, warmup={warmup}")
@@ -562,7 +630,9 @@ def run_attention_benchmark(
 
     n_dense = 1 if device.type != "cuda" else 4
     bar = tqdm(
-        total=len(seq_lens) * len(head_dims) * (n_dense + len(backends) * len(densities)),
+        total=len(seq_lens)
+        * len(head_dims)
+        * (n_dense + sum(1 + len(_quant_variants(name, quant)) for name in backends) * len(densities)),
         desc="attention benchmark",
         unit="case",
         file=sys.stderr,
@@ -615,7 +685,14 @@ def run_attention_benchmark(
                         sparse_rows.append(
                             _run_sparse(q, k, v, masks[density], name, density, case, warmup, repeats, bar, skip)
                         )
+                        for mode, pre in _quant_variants(name, quant):
+                            sparse_rows.append(
+                                _run_sparse(
+                                    q, k, v, masks[density], name, density, case, warmup, repeats, bar, skip, mode, pre
+                                )
+                            )
                 _add_baselines(dense_rows + sparse_rows, sdpa_ms, best)
+                _add_quant_speedups(sparse_rows)
                 rows += dense_rows + sparse_rows
                 del q, k, v
                 _free_cuda(device)
@@ -652,7 +729,8 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
     skipped: dict[int, str] = {}
     for index, row in enumerate(rows):
         density = row["density"] if row.get("density") is not None else row["density_requested"]
-        cells = [row["backend"], str(row["seq_len"]), str(row["head_dim"]), f"{density:.3f}"]
+        label = _label(row["backend"], row.get("quant"), row.get("prequantized", False))
+        cells = [label, str(row["seq_len"]), str(row["head_dim"]), f"{density:.3f}"]
         if row.get("skipped") is not None:
             skipped[index] = f"skipped: {row['skipped']}"
             cells += [""] * (len(headers) - lead)
@@ -687,6 +765,13 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
     }
     for (N, D), (name, ms) in bests.items():
         out.append(f"best dense at N={N}, D={D}: {name} ({_number(ms)} ms)")
+    for row in rows:
+        if row.get("speedup_vs_unquantized") is not None:
+            out.append(
+                f"{_label(row['backend'], row['quant'], row['prequantized'])} at N={row['seq_len']}, "
+                f"D={row['head_dim']}, density={row['density']:.3f}: {row['speedup_vs_unquantized']:.2f}x "
+                f"the unquantized {row['backend']} ({row['dtype']})"
+            )
     return "\n".join(out)
 
 
@@ -743,6 +828,14 @@ def _backend_list(text: str) -> list[str]:
     if not names or unknown:
         raise argparse.ArgumentTypeError(f"unknown backend(s) {unknown or text!r}; choose from {list(BACKENDS)}")
     return names
+
+
+def _quant_list(text: str) -> list[str]:
+    modes = [part.strip() for part in text.split(",") if part.strip()]
+    unknown = [mode for mode in modes if mode not in QUANT_MODES]
+    if not modes or unknown:
+        raise argparse.ArgumentTypeError(f"unknown quant mode(s) {unknown or text!r}; choose from {list(QUANT_MODES)}")
+    return modes
 
 
 def _block_size(text: str) -> tuple[int, int]:
@@ -811,6 +904,12 @@ def build_parser() -> argparse.ArgumentParser:
         f"(default {DEFAULT_MAX_REFERENCE_BYTES / 2**30:g})",
     )
     parser.add_argument("--seed", type=int, help="seed of inputs and masks (default 0)")
+    parser.add_argument(
+        "--quant",
+        type=_quant_list,
+        help="also time quantized Q/K (comma-separated of int8,int4) on the backends that have it, at the "
+        "same masks; triton also gets its kernel alone on pre-quantized Q/K",
+    )
     parser.add_argument("--out", type=Path, help="write JSON {environment, settings, results} to this path")
     parser.add_argument(
         "--quick",
@@ -849,6 +948,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "warmup": args.warmup,
         "repeats": args.repeats,
         "seed": args.seed,
+        "quant": args.quant,
     }
     if args.max_reference_gib is not None:
         overrides["max_reference_bytes"] = int(args.max_reference_gib * 2**30)

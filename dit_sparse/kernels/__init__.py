@@ -3,6 +3,9 @@
 Each backend is a :class:`Backend`: a forward function ``(q, k, v, mask, scale, return_lse) -> (out,
 lse | None)``, a check of whether it can run on a device at all, and a check of whether it supports a
 given call (dtype, head dim, block size). ``reference`` is the exact twin the others are tested against.
+
+A backend that supports quantized Q/K (:mod:`.quant`) also has a ``quantized_forward`` taking the same
+arguments plus ``quant`` (``"int8"`` or ``"int4"``); for the others it is ``None``.
 """
 
 from __future__ import annotations
@@ -14,9 +17,10 @@ import torch
 
 from ..mask import BlockSparseMask
 from .flex import flex_block_sparse_attention, flex_unavailable_reason, flex_unsupported_reason
-from .reference import reference_block_sparse_attention
+from .reference import reference_block_sparse_attention, reference_quantized_block_sparse_attention
 from .triton_block_sparse import (
     triton_block_sparse_attention,
+    triton_quantized_block_sparse_attention,
     triton_unavailable_reason,
     triton_unsupported_reason,
 )
@@ -31,6 +35,7 @@ class Backend:
     unavailable_reason: Callable[[torch.device | None], str | None]
     unsupported_reason: Callable[[torch.Tensor, BlockSparseMask, bool], str | None]
     description: str
+    quantized_forward: ForwardFn | None = None
 
 
 def _always_available(device: torch.device | None = None) -> str | None:
@@ -48,6 +53,7 @@ BACKENDS: dict[str, Backend] = {
         _always_available,
         _reference_unsupported,
         "exact masked SDPA; allocates N x N (tests and small inputs)",
+        reference_quantized_block_sparse_attention,
     ),
     "flex": Backend(
         "flex",
@@ -62,5 +68,11 @@ BACKENDS: dict[str, Backend] = {
         triton_unavailable_reason,
         triton_unsupported_reason,
         "block-sparse flash-attention forward in Triton; CUDA (CPU only under TRITON_INTERPRET=1)",
+        triton_quantized_block_sparse_attention,
     ),
 }
+
+
+def quantized_backends() -> list[str]:
+    """Backends that take ``quant=``, in registry order."""
+    return [name for name, backend in BACKENDS.items() if backend.quantized_forward is not None]

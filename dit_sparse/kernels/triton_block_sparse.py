@@ -13,6 +13,14 @@ Limits: fp16, bf16 and fp32 inputs (fp32 dots in IEEE precision); head dims up t
 of two inside the kernel, so 64, 128 and also 80 or 96 work); sequence tails masked, so any N; empty rows
 give zeros and LSE ``-inf``. Forward only. Under ``TRITON_INTERPRET=1`` the kernel runs on CPU tensors
 (fp32 and fp16 only: bf16 is silently wrong in the interpreter, so it is refused there).
+
+Quantized variant (``QUANT``, launched by :func:`triton_quantized_block_sparse_attention`): Q and K arrive
+as int8 with one fp32 scale per mask block (see :mod:`dit_sparse.kernels.quant`); ``QK^T`` is an int8 dot
+accumulated in int32 (exact), turned into scores by the q block's scale (softmax scale and ``log2(e)``
+folded in once per program) times the kv block's scale. The softmax and ``P V`` are those of the
+unquantized kernel, in V's dtype. The interpreter runs the int8 dot natively (Triton 3.x), so the tests
+exercise the same code path as the GPU. An int8 dot needs a reduction dim of at least 32, so head dims
+are padded to at least 32 there.
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ import os
 import torch
 
 from ..mask import BlockSparseMask
+from .quant import lse_offset, quantize_qk
 
 LOG2E = 1.4426950408889634
 
@@ -77,7 +86,7 @@ def _kernels():
 
     @triton.jit
     def _block_sparse_fwd_kernel(
-        Q, K, V, Out, Lse, KV_NUM, KV_IDX,
+        Q, K, V, Out, Lse, KV_NUM, KV_IDX, Q_SCALE, K_SCALE,
         qk_scale_log2,
         stride_qb, stride_qh, stride_qn, stride_qd,
         stride_kb, stride_kh, stride_kn, stride_kd,
@@ -85,10 +94,11 @@ def _kernels():
         stride_ob, stride_oh, stride_on, stride_od,
         stride_numb, stride_numh, stride_numm,
         stride_idxb, stride_idxh, stride_idxm,
+        stride_qsb, stride_qsh, stride_ksb, stride_ksh,
         H, N_Q, N_K, HEAD_DIM,
         MASK_BQ: tl.constexpr, MASK_BK: tl.constexpr,
         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
-        OUTPUT_LSE: tl.constexpr, IEEE_DOT: tl.constexpr,
+        OUTPUT_LSE: tl.constexpr, IEEE_DOT: tl.constexpr, QUANT: tl.constexpr,
     ):  # fmt: skip
         pid_m = tl.program_id(0)
         pid_bh = tl.program_id(1)
@@ -107,6 +117,11 @@ def _kernels():
         idx_row = KV_IDX + b * stride_idxb + h * stride_idxh + mask_row * stride_idxm
         k_base = K + b * stride_kb + h * stride_kh
         v_base = V + b * stride_vb + h * stride_vh
+        qk_scale = qk_scale_log2
+        if QUANT:
+            # BLOCK_M divides MASK_BQ, so all of this program's rows share one q block and one scale.
+            qk_scale = qk_scale * tl.load(Q_SCALE + b * stride_qsb + h * stride_qsh + mask_row)
+            k_scale_row = K_SCALE + b * stride_ksb + h * stride_ksh
 
         m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
         l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
@@ -115,6 +130,8 @@ def _kernels():
         # -- walk the kept kv blocks, each in BLOCK_N-token tiles, with an online softmax
         for i in range(0, n_kept):
             kv_block = tl.load(idx_row + i)
+            if QUANT:
+                tile_scale = qk_scale * tl.load(k_scale_row + kv_block)
             for j in tl.static_range(MASK_BK // BLOCK_N):
                 offs_n = kv_block * MASK_BK + j * BLOCK_N + tl.arange(0, BLOCK_N)
                 col_ok = offs_n < N_K
@@ -123,11 +140,14 @@ def _kernels():
                     mask=col_ok[None, :] & d_ok[:, None],
                     other=0.0,
                 )  # (BLOCK_D, BLOCK_N)
-                if IEEE_DOT:
-                    qk = tl.dot(q, k, input_precision="ieee")
+                if QUANT:
+                    # int8 x int8 summed in int32 is exact; both block scales make it a score again.
+                    qk = tl.dot(q, k, out_dtype=tl.int32).to(tl.float32) * tile_scale
+                elif IEEE_DOT:
+                    qk = tl.dot(q, k, input_precision="ieee") * qk_scale
                 else:
-                    qk = tl.dot(q, k)
-                qk = tl.where(col_ok[None, :], qk * qk_scale_log2, float("-inf"))  # (BLOCK_M, BLOCK_N)
+                    qk = tl.dot(q, k) * qk_scale
+                qk = tl.where(col_ok[None, :], qk, float("-inf"))  # (BLOCK_M, BLOCK_N)
                 m_new = tl.maximum(m_i, tl.max(qk, 1))
                 # A tile past the sequence end is all -inf; keep the running max finite so no NaN appears.
                 m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
@@ -180,7 +200,7 @@ def _kernels():
 
     autotuned = triton.autotune(
         configs=configs,
-        key=["N_Q", "N_K", "HEAD_DIM", "MASK_BQ", "MASK_BK", "OUTPUT_LSE", "IEEE_DOT"],
+        key=["N_Q", "N_K", "HEAD_DIM", "MASK_BQ", "MASK_BK", "OUTPUT_LSE", "IEEE_DOT", "QUANT"],
         prune_configs_by={"early_config_prune": _prune},
     )(_block_sparse_fwd_kernel)
     return _block_sparse_fwd_kernel, autotuned
@@ -196,25 +216,34 @@ def _launch(
     mask_bq: int,
     mask_bk: int,
     return_lse: bool,
+    q_scale: torch.Tensor | None = None,
+    k_scale: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     B, H, N_Q, D = q.shape  # (B, H, N, D)
     N_K = k.shape[2]
-    out = torch.empty_like(q)
+    quant = q_scale is not None
+    if quant:
+        _check_quantized(q, k, q_scale, k_scale, mask_bq, mask_bk)
+    out = torch.empty_like(q, dtype=v.dtype)
     lse = torch.empty((B, H, N_Q) if return_lse else (0,), device=q.device, dtype=torch.float32)
-    block_d = max(16, 1 << (D - 1).bit_length())
+    block_d = max(32 if quant else 16, 1 << (D - 1).bit_length())
     plain, autotuned = _kernels()
     # A broadcast mask (batch 1) is read with batch stride 0.
     num_strides = (0 if kv_num.shape[0] == 1 else kv_num.stride(0), kv_num.stride(1), kv_num.stride(2))
     idx_strides = (0 if kv_idx.shape[0] == 1 else kv_idx.stride(0), kv_idx.stride(1), kv_idx.stride(2))
+    # Without quantization the scale pointers are never read; any tensor will do.
+    q_scale = q_scale if quant else lse
+    k_scale = k_scale if quant else lse
+    scale_strides = (*q_scale.stride()[:2], *k_scale.stride()[:2]) if quant else (0, 0, 0, 0)
     args = (
-        q, k, v, out, lse if return_lse else out, kv_num, kv_idx,
+        q, k, v, out, lse if return_lse else out, kv_num, kv_idx, q_scale, k_scale,
         scale * LOG2E,
         *q.stride(), *k.stride(), *v.stride(), *out.stride(),
-        *num_strides, *idx_strides,
+        *num_strides, *idx_strides, *scale_strides,
         H, N_Q, N_K, D,
     )  # fmt: skip
-    common = dict(MASK_BQ=mask_bq, MASK_BK=mask_bk, BLOCK_D=block_d, OUTPUT_LSE=return_lse)
-    common["IEEE_DOT"] = q.dtype == torch.float32
+    common = dict(MASK_BQ=mask_bq, MASK_BK=mask_bk, BLOCK_D=block_d, OUTPUT_LSE=return_lse, QUANT=quant)
+    common["IEEE_DOT"] = v.dtype == torch.float32
     if q.device.type == "cpu":
         # The interpreter is slow: one fixed tile, no autotuning.
         bm, bn = min(64, mask_bq), min(32, mask_bk)
@@ -223,6 +252,27 @@ def _launch(
         with torch.cuda.device(q.device):
             autotuned[lambda meta: (_cdiv(N_Q, meta["BLOCK_M"]), B * H)](*args, **common)
     return out, lse
+
+
+def _check_quantized(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    q_scale: torch.Tensor | None,
+    k_scale: torch.Tensor | None,
+    mask_bq: int,
+    mask_bk: int,
+) -> None:
+    """The quantized kernel reads int8 q/k and contiguous fp32 scales, one per (batch, head, mask block)."""
+    if q.dtype != torch.int8 or k.dtype != torch.int8:
+        raise ValueError(f"quantized attention needs int8 q and k, got {q.dtype} and {k.dtype}")
+    B, H, N_Q, _ = q.shape
+    for name, scales, n, block in (("q_scale", q_scale, N_Q, mask_bq), ("k_scale", k_scale, k.shape[2], mask_bk)):
+        expected = (B, H, _cdiv(n, block))
+        if scales is None or scales.dtype != torch.float32 or tuple(scales.shape) != expected:
+            got = None if scales is None else f"{scales.dtype} {tuple(scales.shape)}"
+            raise ValueError(f"{name} must be float32 of shape {expected} (one per mask block), got {got}")
+        if scales.stride(-1) != 1:
+            raise ValueError(f"{name} must be contiguous in its last dim, got strides {scales.stride()}")
 
 
 def _cdiv(a: int, b: int) -> int:
@@ -240,15 +290,17 @@ def _block_sparse_attention_fwd(
     mask_bq: int,
     mask_bk: int,
     return_lse: bool,
+    q_scale: torch.Tensor | None = None,
+    k_scale: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    return _launch(q, k, v, kv_num, kv_idx, scale, mask_bq, mask_bk, return_lse)
+    return _launch(q, k, v, kv_num, kv_idx, scale, mask_bq, mask_bk, return_lse, q_scale, k_scale)
 
 
 @_block_sparse_attention_fwd.register_fake
-def _(q, k, v, kv_num, kv_idx, scale, mask_bq, mask_bk, return_lse):
+def _(q, k, v, kv_num, kv_idx, scale, mask_bq, mask_bk, return_lse, q_scale=None, k_scale=None):
     B, H, N_Q, _ = q.shape
     lse = q.new_empty((B, H, N_Q) if return_lse else (0,), dtype=torch.float32)
-    return torch.empty_like(q), lse
+    return torch.empty_like(q, dtype=v.dtype), lse
 
 
 def triton_block_sparse_attention(
@@ -265,3 +317,28 @@ def triton_block_sparse_attention(
         q, k, v, mask.kv_num_blocks, mask.kv_indices, float(scale), bq, bk, return_lse
     )
     return out, (lse if return_lse else None)
+
+
+def triton_quantized_block_sparse_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    mask: BlockSparseMask,
+    scale: float,
+    return_lse: bool,
+    quant: str,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Quantize Q and smoothed K per mask block (in PyTorch), then run the kernel with ``QUANT``.
+
+    The twin is :func:`~dit_sparse.kernels.reference.reference_quantized_block_sparse_attention`; the LSE
+    gets the same smoothing correction (:func:`~dit_sparse.kernels.quant.lse_offset`).
+    """
+    bq, bk = mask.block_size
+    quantized = quantize_qk(q, k, mask.block_size, quant)
+    out, lse = torch.ops.dit_sparse.block_sparse_attention_fwd(
+        quantized.q, quantized.k, v, mask.kv_num_blocks, mask.kv_indices, float(scale), bq, bk, return_lse,
+        quantized.q_scale, quantized.k_scale,
+    )  # fmt: skip
+    if not return_lse:
+        return out, None
+    return out, lse + lse_offset(q, quantized.k_mean, scale)

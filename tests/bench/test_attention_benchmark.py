@@ -132,6 +132,34 @@ def test_run_records_unsupported_call_as_skipped():
         assert row["skipped"] == backend_status("cpu")["flex"]
 
 
+def test_quant_rows_time_the_quantized_calls_at_the_same_mask():
+    from dit_sparse.bench.attention import _quant_variants
+
+    # Triton runs here under the interpreter (tests/conftest.py), so only tiny shapes.
+    settings = {**TINY, "seq_lens": [64], "head_dims": [32], "heads": 1, "repeats": 1, "block_size": (32, 32)}
+    rows = run_attention_benchmark(**settings, densities=[0.5], backends=["reference", "triton"], quant=["int8"])
+    sparse = [(row["backend"], row["quant"], row["prequantized"]) for row in rows if row["kind"] == "block_sparse"]
+    assert sparse == [
+        ("reference", None, False),
+        ("reference", "int8", False),
+        ("triton", None, False),
+        ("triton", "int8", False),
+        ("triton", "int8", True),
+    ]
+    assert _quant_variants("flex", ["int8"]) == []  # flex has no quantized attention: no extra rows
+    for row in rows:
+        if row["quant"] is not None:
+            assert row["skipped"] is None and row["ms"] > 0 and row["density"] == pytest.approx(0.5)
+            assert row["speedup_vs_unquantized"] == pytest.approx(
+                next(r["ms"] for r in rows if r["backend"] == row["backend"] and r["quant"] is None) / row["ms"]
+            )
+    table = format_table(rows)
+    assert "triton int8 pre-quantized" in table and "reference int8 " in table
+    assert "triton int8 at N=64, D=32, density=0.500:" in table and "the unquantized triton (float32)" in table
+    with pytest.raises(ValueError, match="unknown quant mode 'int2'"):
+        run_attention_benchmark(**settings, densities=[0.5], backends=["reference"], quant=["int2"])
+
+
 def test_run_rejects_bad_settings():
     with pytest.raises(ValueError, match="unknown backends"):
         run_attention_benchmark(**TINY, densities=[1.0], backends=["nope"])
@@ -197,6 +225,7 @@ def test_environment_has_versions_and_date():
         ["--heads", "0"],
         ["--repeats", "x"],
         ["--device", "tpu"],
+        ["--quant", "int3"],
     ],
 )
 def test_main_bad_arguments_exit_2(argv, capsys):
