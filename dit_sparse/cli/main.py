@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import bench, env, evaluate, generate, mask, sweep
+from . import bench, calibrate, env, evaluate, generate, mask, sweep
 
 SUBCOMMANDS = {
     "generate": generate,
+    "calibrate": calibrate,
     "evaluate": evaluate,
     "sweep": sweep,
     "bench": bench,

@@ -1,0 +1,131 @@
+"""``dit-sparse calibrate``: search per-head attention patterns on a few prompts and write a plan file.
+
+Writes the plan (``--out plan.json``, plus ``plan.safetensors`` when some heads carry explicit masks), a
+picture of it (``plan.png``: layers x heads, colour = pattern, label = density) and prints the summary
+table. Run the plan with ``dit-sparse generate --plan plan.json`` or ``apply_sparse_attention(pipe,
+"plan.json")``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import os
+
+import torch
+
+from dit_sparse.calibration import calibrate
+from dit_sparse.calibration.search import check_target
+from dit_sparse.generation import load_pipeline
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "calibrate",
+        help="search per-head sparse-attention patterns and write a plan file",
+        description="Run the dense model on the prompts, measure every self-attention head's attention at the "
+        "sampled steps, and choose per (step bucket, layer, head) the cheapest pattern meeting the target "
+        "(Sparse-vDiT-style search). Writes the plan JSON, a PNG of it, and prints a summary table.",
+    )
+    parser.add_argument(
+        "--model", help="hub id or local folder of a supported diffusers pipeline (default: the embedded model)"
+    )
+    parser.add_argument("--prompts", required=True, help="text file, one prompt per line ('#' lines are comments)")
+    parser.add_argument("--out", required=True, help="plan file to write (JSON), e.g. plan.json")
+    target = parser.add_mutually_exclusive_group(required=True)
+    target.add_argument("--target-recall", type=float, help="keep at least this fraction of each head's attention")
+    target.add_argument("--max-rel-l2", type=float, help="keep each head's output relative L2 error at most this")
+    parser.add_argument("--steps", type=int, help="denoising steps (default: the pipeline's)")
+    parser.add_argument(
+        "--step-buckets",
+        default="1",
+        help="number of equal step buckets, or their start steps as a comma list (e.g. 0,10,30)",
+    )
+    parser.add_argument("--steps-per-bucket", type=int, help="steps sampled per bucket (default: all)")
+    parser.add_argument("--block-size", type=int, default=128)
+    parser.add_argument(
+        "--cost",
+        choices=["auto", "flops", "measured"],
+        default="auto",
+        help="cost model: measured kernel times (GPU), analytic FLOPs, or auto (measured on a GPU)",
+    )
+    parser.add_argument("--frames", type=int, help="number of frames (video models)")
+    parser.add_argument("--height", type=int)
+    parser.add_argument("--width", type=int)
+    parser.add_argument("--guidance", type=float, help="classifier-free guidance scale")
+    parser.add_argument("--negative-prompt", default=None)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--dtype", choices=sorted(DTYPES), help="default: bfloat16 on CUDA, float32 on CPU")
+    parser.add_argument("--device", help="default: cuda if available, else cpu")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return parser
+
+
+def read_prompts(path: str) -> list[str]:
+    """Non-empty lines of ``path`` that are not ``#`` comments."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            lines = [line.strip() for line in handle]
+    except FileNotFoundError as error:
+        raise ValueError(f"no such prompts file: {path}") from error
+    prompts = [line for line in lines if line and not line.startswith("#")]
+    if not prompts:
+        raise ValueError(f"{path} holds no prompts (one per line; '#' lines are comments)")
+    return prompts
+
+
+def _step_buckets(text: str) -> int | list[int]:
+    try:
+        values = [int(part) for part in text.split(",")]
+    except ValueError as error:
+        raise ValueError(f"--step-buckets takes a number or comma-separated start steps, got {text!r}") from error
+    return values[0] if len(values) == 1 and "," not in text else values
+
+
+def _pipeline_kwargs(pipe, args: argparse.Namespace) -> dict:
+    accepted = set(inspect.signature(type(pipe).__call__).parameters)
+    optional = {"num_frames": args.frames, "height": args.height, "width": args.width, "guidance_scale": args.guidance}
+    kwargs = {}
+    for name, value in optional.items():
+        if value is None:
+            continue
+        if name not in accepted:
+            raise ValueError(f"{type(pipe).__name__} does not take {name} (an image pipeline has no frames)")
+        kwargs[name] = value
+    return kwargs
+
+
+def run(args: argparse.Namespace) -> int:
+    prompts = read_prompts(args.prompts)  # bad input fails before any model loads
+    check_target(args.target_recall, args.max_rel_l2)
+    buckets = _step_buckets(args.step_buckets)
+    if args.model is None:
+        from .generate import _fill_embedded_defaults
+
+        _fill_embedded_defaults(args)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = DTYPES[args.dtype or ("bfloat16" if device.startswith("cuda") else "float32")]
+    pipe = load_pipeline(args.model, dtype=dtype, device=device)
+    plan = calibrate(
+        pipe,
+        prompts,
+        target_recall=args.target_recall,
+        max_rel_l2=args.max_rel_l2,
+        num_inference_steps=args.steps,
+        step_buckets=buckets,
+        steps_per_bucket=args.steps_per_bucket,
+        block_size=args.block_size,
+        cost=args.cost,
+        negative_prompt=args.negative_prompt,
+        seed=args.seed,
+        progress=not args.no_progress,
+        **_pipeline_kwargs(pipe, args),
+    )
+    path = plan.save(args.out)
+    picture = os.path.splitext(path)[0] + ".png"
+    plan.render(picture)
+    print(plan.summary_table())
+    print(f"wrote {path} and {picture}")
+    return 0
