@@ -12,11 +12,18 @@ Two bridges, both scoped to the modules dit-sparse was applied to:
   processor is copied or patched and nothing outside the module's forward is affected.
 
 Which layer is running comes from a context variable that the per-module hook sets around the forward.
+
+Context parallelism (``transformer.enable_parallelism`` with ``ContextParallelConfig(ulysses_degree=N)``): the
+backend is registered as supporting it, and under a parallel config it runs through diffusers' own templated
+Ulysses attention, which all-to-alls q, k, v from (sequence slice, all heads) to (whole sequence, head slice),
+calls the backend's forward op, and all-to-alls the output back. The forward op tells the state which heads
+the rank holds, so per-head plans are sliced and dynamic methods search only the local heads.
 """
 
 from __future__ import annotations
 
 import contextvars
+import functools
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -55,12 +62,15 @@ def _dit_sparse_backend(
     enable_gqa: bool = False,
     _parallel_config: Any = None,
 ) -> torch.Tensor:
-    """The ``dit_sparse`` dispatcher backend; q, k, v and the output are ``(B, N, H, D)`` as diffusers passes them."""
+    """The ``dit_sparse`` dispatcher backend; q, k, v and the output are ``(B, N, H, D)`` as diffusers passes them.
+
+    Under context parallelism (``_parallel_config``, set by ``enable_parallelism``) each rank passes its slice
+    of the sequence for all heads; see :func:`_ulysses_attention`.
+    """
     from diffusers.models.attention_dispatch import AttentionBackendName, dispatch_attention_fn
 
     active = _ACTIVE.get()
-    if _parallel_config is not None:
-        raise ValueError("dit-sparse does not support diffusers context parallelism yet")
+    context_parallel = _parallel_config is not None and _parallel_config.context_parallel_config is not None
 
     def dense(backend=None) -> torch.Tensor:
         return dispatch_attention_fn(
@@ -73,6 +83,7 @@ def _dit_sparse_backend(
             scale=scale,
             enable_gqa=enable_gqa,
             backend=backend,
+            parallel_config=_parallel_config if context_parallel else None,
         )
 
     if active is None:  # a call that no dit-sparse hook announced: plain SDPA
@@ -80,6 +91,8 @@ def _dit_sparse_backend(
     state, layer = active
     if dropout_p or is_causal:
         raise ValueError("dit-sparse attention is for inference: dropout_p must be 0 and is_causal False")
+    if context_parallel:
+        return _ulysses_attention(state, layer, query, key, value, attn_mask, scale, _parallel_config)
     out = state.attend(
         layer,
         query.transpose(1, 2),  # (B, H, N, D)
@@ -90,6 +103,100 @@ def _dit_sparse_backend(
         dense_fn=lambda: dense(state.original_backend(layer)).transpose(1, 2),
     )
     return out.transpose(1, 2)  # (B, N, H, D)
+
+
+def _ulysses_attention(
+    state: SparseState,
+    layer: int,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attn_mask: torch.Tensor | None,
+    scale: float | None,
+    parallel_config: Any,
+) -> torch.Tensor:
+    """One layer under Ulysses, through diffusers' templated context-parallel attention.
+
+    Args:
+        state (`SparseState`): the transformer's state; it has checked the parallel config at the forward.
+        layer (`int`): the self-attention layer.
+        query, key, value (`torch.Tensor`): ``(B, N / degree, H, D)``, this rank's slice of the sequence.
+        attn_mask (`torch.Tensor`, optional): key-padding mask, as the dispatcher passes it.
+        scale (`float`, optional): softmax scale.
+        parallel_config (`ParallelConfig`): the model's, with a ``context_parallel_config``.
+
+    Returns:
+        `torch.Tensor`: ``(B, N / degree, H, D)``, this rank's slice of the output.
+    """
+    from diffusers.models.attention_dispatch import _templated_context_parallel_attention
+
+    cp = parallel_config.context_parallel_config
+    total_heads = query.shape[2]
+    # Rank r receives heads [r * ceil(H / N), ...): with H divisible by N that is H / N heads each; with
+    # ulysses_anything the heads are padded to a multiple of N and the last rank holds the remainder.
+    head_offset = cp._ulysses_local_rank * -(-total_heads // cp.ulysses_degree)
+    forward_op = functools.partial(
+        _ulysses_forward_op, state=state, layer=layer, head_offset=head_offset, total_heads=total_heads
+    )
+    return _templated_context_parallel_attention(
+        query,
+        key,
+        value,
+        attn_mask,
+        0.0,
+        False,
+        scale,
+        False,
+        False,
+        forward_op=forward_op,
+        backward_op=_ulysses_backward_op,
+        _parallel_config=parallel_config,
+    )
+
+
+def _ulysses_forward_op(
+    ctx: Any,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attn_mask: torch.Tensor | None,
+    dropout_p: float,
+    is_causal: bool,
+    scale: float | None,
+    enable_gqa: bool,
+    return_lse: bool,
+    _save_ctx: bool = True,
+    _parallel_config: Any = None,
+    *,
+    state: SparseState,
+    layer: int,
+    head_offset: int,
+    total_heads: int,
+) -> torch.Tensor:
+    """The forward op diffusers' Ulysses wrapper calls between its all-to-alls; q, k, v are ``(B, N, h, D)``:
+    the whole sequence for heads ``[head_offset, head_offset + h)`` of ``total_heads``."""
+    from diffusers.models.attention_dispatch import dispatch_attention_fn
+
+    if return_lse:  # only ring attention asks, and the state rejects ring configs before any attention runs
+        raise ValueError("dit-sparse attention does not return the log-sum-exp to diffusers' context parallelism")
+    return state.attend(
+        layer,
+        query.transpose(1, 2),  # (B, h, N, D)
+        key.transpose(1, 2),
+        value.transpose(1, 2),
+        attn_mask=attn_mask,
+        scale=scale,
+        # Exact attention of the local heads over the whole sequence: the layer's own backend, single-device.
+        dense_fn=lambda: dispatch_attention_fn(
+            query, key, value, attn_mask=attn_mask, scale=scale, backend=state.original_backend(layer)
+        ).transpose(1, 2),
+        head_offset=head_offset,
+        total_heads=total_heads,
+    ).transpose(1, 2)  # (B, N, h, D)
+
+
+def _ulysses_backward_op(ctx: Any, grad_out: torch.Tensor, *args: Any) -> tuple[torch.Tensor, ...]:
+    raise RuntimeError("dit-sparse attention is for inference; it has no backward pass under context parallelism")
 
 
 def backend_member():
@@ -106,8 +213,10 @@ def backend_member():
         AttentionBackendName._member_map_["DIT_SPARSE"] = member
         AttentionBackendName._value2member_map_[BACKEND_NAME] = member
         AttentionBackendName._member_names_.append("DIT_SPARSE")
-    if _AttentionBackendRegistry._backends.get(member) is not _dit_sparse_backend:
-        _AttentionBackendRegistry.register(member, constraints=[])(_dit_sparse_backend)
+    registered = _AttentionBackendRegistry._backends.get(member) is _dit_sparse_backend
+    if not registered or not _AttentionBackendRegistry._is_context_parallel_available(member):
+        # enable_parallelism() refuses backends that do not declare context-parallel support.
+        _AttentionBackendRegistry.register(member, constraints=[], supports_context_parallel=True)(_dit_sparse_backend)
     return member
 
 

@@ -28,6 +28,8 @@ class ModelSpec:
         bridge: ``"dispatcher"`` (the processor calls ``dispatch_attention_fn``) or ``"sdpa"`` (the
             processor calls ``F.scaled_dot_product_attention`` itself).
         sink_frames: radial attention's attention-sink frames for this model.
+        context_parallel: whether diffusers' context-parallel plan hands its self-attention the whole sequence
+            in the layout's order (video-only sequences); dit-sparse refuses context parallelism otherwise.
     """
 
     name: str
@@ -36,6 +38,7 @@ class ModelSpec:
     read_layout: Callable[[torch.nn.Module, dict[str, Any]], VideoLayout]
     bridge: str = "dispatcher"
     sink_frames: int = 0
+    context_parallel: bool = False
 
     def bind(self, transformer: torch.nn.Module, args: tuple, kwargs: dict) -> dict[str, Any]:
         """The forward call's arguments by name."""
@@ -91,6 +94,7 @@ SPECS: tuple[ModelSpec, ...] = (
         self_attention=lambda t: [block.attn1 for block in t.blocks],
         read_layout=_wan_layout,
         sink_frames=1,
+        context_parallel=True,
     ),
     ModelSpec(
         name="hunyuan_video",
