@@ -1,0 +1,1 @@
+"""Package data: the embedded default model (see dit_sparse.embedded); installed as ``dit_sparse.assets``."""

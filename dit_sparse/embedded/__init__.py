@@ -1,0 +1,63 @@
+"""The embedded default model: a tiny Wan 2.1-architecture text-to-video pipeline trained by this project.
+
+It ships in the repository's ``assets/`` folder (installed as the package data ``dit_sparse.assets``), so
+``dit-sparse generate`` works on a fresh machine with no weights and no network. It was trained from scratch
+on procedural videos of coloured circles and squares moving left, right, up or down over plain backgrounds
+(``dit_sparse.embedded.scenes``) by ``python -m dit_sparse.embedded.train`` (see ``assets/README.md`` for the
+command, time and machine). Its attention has the spatial and temporal structure of a real video DiT, at
+2,304 video tokens per self-attention call at the defaults, so sparse methods have something to find.
+
+Example:
+    >>> import dit_sparse as ds
+    >>> pipe = ds.embedded.load_pipeline()
+    >>> video = pipe("a red circle moving right on a dark background", **ds.embedded.GENERATION_DEFAULTS).frames[0]
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+from pathlib import Path
+
+import torch
+
+MODEL_NAME = "wan-tiny-t2v"
+
+# The model's native call arguments: 17 frames of 128 x 128 -> latents 9 x 32 x 32 -> 9 x 16 x 16 = 2,304
+# video tokens per self-attention call.
+GENERATION_DEFAULTS: dict[str, int | float] = {
+    "height": 128,
+    "width": 128,
+    "num_frames": 17,
+    "num_inference_steps": 20,
+    "guidance_scale": 5.0,
+}
+
+
+def model_path() -> Path:
+    """The folder of the embedded pipeline: installed package data, else the source tree's ``assets/``."""
+    try:
+        installed = Path(str(importlib.resources.files("dit_sparse.assets") / MODEL_NAME))
+    except ModuleNotFoundError:
+        installed = None
+    if installed is not None and (installed / "model_index.json").is_file():
+        return installed
+    source = Path(__file__).resolve().parents[2] / "assets" / MODEL_NAME
+    if (source / "model_index.json").is_file():
+        return source
+    raise FileNotFoundError(
+        f"the embedded model {MODEL_NAME!r} is not installed (looked in the package data dit_sparse.assets and in "
+        f"{source}); reinstall dit-sparse, or rebuild it with `python -m dit_sparse.embedded.train --out {source}`"
+    )
+
+
+def load_pipeline(*, device: str | torch.device | None = None, dtype: torch.dtype = torch.float32):
+    """The embedded ``diffusers.WanPipeline``, loaded from local files only (no network).
+
+    Args:
+        device (`str` or `torch.device`, *optional*): where to move the pipeline; default: leave it on the CPU.
+        dtype (`torch.dtype`, defaults to ``torch.float32``): weights' dtype (the model was trained in fp32).
+    """
+    from diffusers import WanPipeline
+
+    pipe = WanPipeline.from_pretrained(str(model_path()), dtype=dtype, local_files_only=True)
+    return pipe.to(device) if device is not None else pipe

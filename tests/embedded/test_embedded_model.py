@@ -1,0 +1,66 @@
+"""The shipped embedded model: it loads offline with stock diffusers, fits the size budget, and generates."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from diffusers import WanPipeline
+
+import dit_sparse as ds
+from dit_sparse import embedded
+from dit_sparse.cli.main import main
+from dit_sparse.integration.capture import capture_attention_inputs
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    return embedded.load_pipeline()
+
+
+def test_generation_defaults_are_exactly_the_native_call_arguments():
+    assert set(embedded.GENERATION_DEFAULTS) == {"height", "width", "num_frames", "num_inference_steps",
+                                                 "guidance_scale"}  # fmt: skip
+
+
+def test_loads_offline_with_stock_diffusers_and_fits_the_budget(pipe):
+    folder = embedded.model_path()
+    assert isinstance(WanPipeline.from_pretrained(str(folder), local_files_only=True), WanPipeline)
+    assert isinstance(pipe, WanPipeline)
+    size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+    assert size <= 40 * 2**20, f"{size / 2**20:.1f} MB"
+    assert not list(folder.rglob("*.bin")) and not list(folder.rglob("*.pkl"))  # safetensors only
+
+
+def test_default_generation_has_at_least_2048_video_tokens(pipe):
+    kwargs = {**embedded.GENERATION_DEFAULTS, "num_inference_steps": 1, "output_type": "latent"}
+    with capture_attention_inputs(pipe, layers=[0], steps=[0]) as calls:
+        pipe("a red circle moving right", **kwargs)
+    layout = calls[0].layout
+    assert (layout.frames, layout.height, layout.width) == (9, 16, 16)
+    assert calls[0].q.shape[-2] == layout.num_tokens == 2304
+
+
+def test_cli_generate_uses_the_embedded_model_by_default(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["generate", "--steps", "2", "--out", str(out)]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["model"] == "embedded"
+    settings = report["settings"]
+    d = embedded.GENERATION_DEFAULTS
+    assert (settings["height"], settings["width"], settings["frames"]) == (d["height"], d["width"], d["num_frames"])
+    assert settings["guidance"] == d["guidance_scale"] and settings["steps"] == 2
+    assert (out / "sparse.mp4").stat().st_size > 0
+    video = ds.evaluation.load_video(str(out / "sparse.mp4"))
+    assert np.asarray(video).shape[:3] == (d["num_frames"], d["height"], d["width"])
+
+
+def test_missing_model_is_a_one_line_error(tmp_path, capsys, monkeypatch):
+    def missing():
+        raise FileNotFoundError("the embedded model 'wan-tiny-t2v' is not installed")
+
+    monkeypatch.setattr(embedded, "model_path", missing)
+    assert main(["generate", "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert "embedded model 'wan-tiny-t2v' is not installed" in err and len(err.strip().splitlines()) == 1
