@@ -6,8 +6,9 @@ import (kernels load on first use).
 
 from __future__ import annotations
 
-from . import patterns
+from . import calibration, patterns
 from .attention import backend_status, block_sparse_attention, list_backends, select_backend
+from .calibration import HeadPattern, SparsityPlan, calibrate
 from .config import SparseAttentionConfig
 from .layout import ORDERS, VideoLayout
 from .mask import BlockSparseMask
@@ -31,12 +32,16 @@ __version__ = "0.1.0"
 __all__ = [
     "ORDERS",
     "BlockSparseMask",
+    "HeadPattern",
     "SparseAttentionConfig",
+    "SparsityPlan",
     "VideoLayout",
     "__version__",
     "apply_sparse_attention",
     "backend_status",
     "block_sparse_attention",
+    "calibrate",
+    "calibration",
     "list_backends",
     "patterns",
     "remove_sparse_attention",

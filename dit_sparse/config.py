@@ -76,10 +76,17 @@ class SparseAttentionConfig:
             that always run dense.
         block_size (`int`, defaults to 128): q and kv block size of the masks (64 or 128 are the tuned ones).
         backend (`str`, defaults to ``"auto"``): kernel backend, see :func:`dit_sparse.block_sparse_attention`.
+        quant (`str`, optional): ``"int8"`` or ``"int4"`` quantizes Q and K of the block-sparse attention calls
+            (per-block scales, K smoothed; see :mod:`dit_sparse.kernels.quant`); dense steps and layers stay
+            exact. Needs backend ``"auto"``, ``"reference"`` or ``"triton"``; not with method ``"dense"``.
         layer_overrides (`dict[int, dict]`, defaults to ``{}``): per-layer parameter overrides, e.g.
             ``{0: {"decay_factor": 2.0}}``; a layer may also set ``{"method": "dense"}``.
         dense_heads (`dict[int, tuple[int, ...]]`, defaults to ``{}``): per layer, heads that stay dense.
         params: method parameters (see ``METHOD_PARAMS``); unknown ones are rejected.
+        plan (`SparsityPlan`, path or dict, optional): a calibrated plan (see :mod:`dit_sparse.calibration`)
+            giving every (step bucket, layer, head) its pattern; runs with method ``"sparse_vdit"`` and the
+            plan's block size, without method parameters. ``apply_sparse_attention(pipe, "plan.json")``
+            builds this config.
 
     Example:
         >>> cfg = SparseAttentionConfig(method="radial", dense_steps=2, decay_factor=1.0)
@@ -92,9 +99,11 @@ class SparseAttentionConfig:
     dense_layers: tuple[int, ...] = ()
     block_size: int = 128
     backend: str = "auto"
+    quant: str | None = None
     layer_overrides: dict[int, dict[str, Any]] = field(default_factory=dict)
     dense_heads: dict[int, tuple[int, ...]] = field(default_factory=dict)
     params: dict[str, Any] = field(default_factory=dict)
+    plan: Any = None
 
     def __init__(
         self,
@@ -104,9 +113,11 @@ class SparseAttentionConfig:
         dense_layers: tuple[int, ...] | list[int] = (),
         block_size: int = 128,
         backend: str = "auto",
+        quant: str | None = None,
         layer_overrides: dict[int, dict[str, Any]] | None = None,
         dense_heads: dict[int, tuple[int, ...] | list[int]] | None = None,
         params: dict[str, Any] | None = None,
+        plan: Any = None,
         **method_params: Any,
     ) -> None:
         self.method = method
@@ -114,6 +125,7 @@ class SparseAttentionConfig:
         self.dense_layers = tuple(dense_layers)
         self.block_size = block_size
         self.backend = backend
+        self.quant = quant
         self.layer_overrides = {int(k): dict(v) for k, v in (layer_overrides or {}).items()}
         self.dense_heads = {int(k): tuple(v) for k, v in (dense_heads or {}).items()}
         merged = dict(params or {})
@@ -130,6 +142,7 @@ class SparseAttentionConfig:
             if isinstance(merged.get(name), list):
                 merged[name] = tuple(merged[name])
         self.params = merged
+        self.plan = _as_plan(plan)
         self.validate()
 
     def validate(self) -> None:
@@ -146,6 +159,7 @@ class SparseAttentionConfig:
             raise ValueError(f"block_size must be one of 16, 32, 64, 128, 256, got {self.block_size!r}")
         if self.backend not in BACKEND_NAMES:
             raise ValueError(f"backend must be one of {list(BACKEND_NAMES)}, got {self.backend!r}")
+        _validate_quant(self.quant, self.method, self.backend)
         allowed = METHOD_PARAMS[self.method]
         unknown = sorted(set(self.params) - set(allowed))
         if unknown:
@@ -167,6 +181,8 @@ class SparseAttentionConfig:
         if validator is not None:
             for params in (self.params, *self.layer_overrides.values()):
                 validator(params, self.block_size)
+        if self.plan is not None:
+            _validate_plan(self)
 
     def method_params(self, layer: int | None = None) -> dict[str, Any]:
         """The method's parameters with defaults filled in, and the layer's overrides applied."""
@@ -187,6 +203,8 @@ class SparseAttentionConfig:
         data["dense_layers"] = list(self.dense_layers)
         data["dense_heads"] = {str(k): list(v) for k, v in self.dense_heads.items()}
         data["layer_overrides"] = {str(k): dict(v) for k, v in self.layer_overrides.items()}
+        if self.plan is not None:  # JSON: the plan's file, or the plan itself when it has none
+            data["plan"] = self.plan.path if self.plan.path is not None else self.plan.to_dict()
         return data
 
     @classmethod
@@ -217,6 +235,21 @@ class SparseAttentionConfig:
             raise ValueError(f"unknown config key(s) {unknown}; expected some of {sorted(known)}")
         data = dict(data)
         return cls(data.pop("method", "radial"), **data)
+
+
+def _validate_quant(quant: Any, method: str, backend: str) -> None:
+    from .kernels import quantized_backends
+    from .kernels.quant import check_quant
+
+    if check_quant(quant) is None:
+        return
+    if method == "dense":
+        raise ValueError(
+            "quant applies to block-sparse attention calls, and method 'dense' runs the model's exact attention; "
+            "use quant with a sparse method"
+        )
+    if backend not in ("auto", *quantized_backends()):
+        raise ValueError(f"quant={quant!r} needs backend 'auto' or one of {quantized_backends()}, got {backend!r}")
 
 
 def _validate_radial(params: dict[str, Any], block_size: int) -> None:
@@ -331,3 +364,42 @@ _METHOD_VALIDATORS = {
     "xattention": _validate_xattention,
     "draft": _validate_draft,
 }
+
+
+# Methods that run a calibrated plan: the plan's per-head patterns are Sparse-vDiT's offline assignment.
+PLAN_METHODS = ("sparse_vdit",)
+
+
+def _as_plan(plan: Any) -> Any:
+    """A ``SparsityPlan`` from a plan, a path to a plan file, or a plan's JSON dict (``None`` stays ``None``)."""
+    if plan is None:
+        return None
+    import os
+
+    from .calibration.plan import SparsityPlan
+
+    if isinstance(plan, SparsityPlan):
+        return plan
+    if isinstance(plan, (str, os.PathLike)):
+        return SparsityPlan.load(plan)
+    if isinstance(plan, dict):
+        return SparsityPlan.from_dict(plan)
+    raise ValueError(f"plan must be a SparsityPlan, a path to a plan file or a plan dict, got {type(plan).__name__}")
+
+
+def _validate_plan(config: SparseAttentionConfig) -> None:
+    if config.method not in PLAN_METHODS:
+        raise ValueError(
+            f"a plan runs with method {PLAN_METHODS[0]!r} (per-head patterns), got method {config.method!r}"
+        )
+    if config.block_size != config.plan.block_size:
+        raise ValueError(
+            f"the plan was calibrated with block_size {config.plan.block_size}, but the config has "
+            f"{config.block_size}; set block_size={config.plan.block_size}"
+        )
+    overridden = sorted({k for o in config.layer_overrides.values() for k in o if k != "method"})
+    if config.params or overridden:
+        raise ValueError(
+            f"a plan sets every head's pattern; method parameter(s) {sorted(config.params) or overridden} "
+            "do not apply with a plan"
+        )

@@ -39,11 +39,12 @@ class GenerationSettings:
 def load_pipeline(model: str | None, *, dtype: torch.dtype, device: str, offload: bool = False):
     """A supported diffusers pipeline from a hub id or a local folder (``model=None``: the embedded default)."""
     if model is None:
+        from . import embedded
+
         try:
-            from . import embedded
-        except ImportError as error:
-            raise ValueError("this version has no embedded default model yet; pass --model ID_OR_PATH") from error
-        pipe = embedded.load_pipeline()
+            pipe = embedded.load_pipeline(dtype=dtype)
+        except FileNotFoundError as error:
+            raise ValueError(str(error)) from error
     else:
         from diffusers import DiffusionPipeline
 
@@ -107,7 +108,7 @@ def run_once(pipe, settings: GenerationSettings, config: SparseAttentionConfig) 
         total = _now(pipe) - start
     except (ValueError, RuntimeError) as error:
         raise ValueError(f"generation failed: {str(error).strip().splitlines()[0]}") from error
-    stats = summary(pipe)
+    stats = _mean_over_ranks(summary(pipe))
     stats["total_seconds"] = total
     remove_sparse_attention(pipe)
     return _as_frames(output), stats
@@ -122,6 +123,91 @@ def _now(pipe) -> float:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     return time.perf_counter()
+
+
+def init_context_parallel(ulysses: int, device: str | None = None) -> tuple[str, int]:
+    """Join the process group of a ``torchrun --nproc-per-node N`` launch, for Ulysses degree ``N``.
+
+    Args:
+        ulysses (`int`): the Ulysses degree; must equal the number of processes (``WORLD_SIZE``).
+        device (`str`, optional): ``"cuda"`` or ``"cpu"``; by default CUDA where available. On CUDA each
+            process takes the GPU of its ``LOCAL_RANK`` and the group uses NCCL; on a CPU, gloo.
+
+    Returns:
+        `tuple[str, int]`: this process's device and its rank (rank 0 writes files and reports).
+    """
+    import torch.distributed as dist
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if "RANK" not in os.environ or world != ulysses:
+        raise ValueError(
+            f"--ulysses {ulysses} needs {ulysses} processes started by torchrun, found WORLD_SIZE={world}; run "
+            f"torchrun --nproc-per-node {ulysses} -m dit_sparse.cli.main generate --ulysses {ulysses} ..."
+        )
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if (device or ("cuda" if torch.cuda.is_available() else "cpu")).startswith("cuda"):
+        if local_rank >= torch.cuda.device_count():
+            raise ValueError(f"process {local_rank} of this node has no GPU: {torch.cuda.device_count()} visible")
+        torch.cuda.set_device(local_rank)
+        device, backend = f"cuda:{local_rank}", "nccl"
+    elif torch.cuda.is_available():
+        raise ValueError("--ulysses runs on the GPUs where there are any (diffusers builds its device mesh there)")
+    elif torch.accelerator.device_count() == 0:
+        raise ValueError(
+            "--ulysses needs an accelerator: diffusers 0.42 takes each rank's device as rank % "
+            "torch.accelerator.device_count(), which is 0 here. On a CPU one process already uses every core; "
+            "run without --ulysses"
+        )
+    else:
+        device, backend = "cpu", "gloo"
+    if not dist.is_initialized():
+        dist.init_process_group(backend)
+    return device, dist.get_rank()
+
+
+def enable_context_parallel(pipe, ulysses: int) -> None:
+    """Ulysses context parallelism of degree ``ulysses`` on each of the pipeline's transformers.
+
+    Every rank then runs the whole pipeline on the same inputs; inside each self-attention, rank ``r`` computes
+    heads ``[r * H / ulysses, (r + 1) * H / ulysses)`` over the whole sequence.
+    """
+    from diffusers import ContextParallelConfig, ParallelConfig
+
+    for _, transformer in _transformers(pipe):
+        parallel = ParallelConfig(context_parallel_config=ContextParallelConfig(ulysses_degree=ulysses))
+        transformer.enable_parallelism(config=parallel)
+
+
+def finish_context_parallel() -> None:
+    """Leave the process group joined by :func:`init_context_parallel`."""
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def _mean_over_ranks(stats: dict) -> dict:
+    """Densities of the whole model from per-rank statistics (a no-op in a single process).
+
+    Under Ulysses each rank measures the density of its own heads; with equal head counts per rank the
+    model's density is their mean. Times stay this rank's; ``transformers`` (Wan 2.2) stays this rank's too.
+    """
+    import torch.distributed as dist
+
+    if not dist.is_available() or not dist.is_initialized() or dist.get_world_size() == 1:
+        return stats
+    values = [stats["mean_density"], *stats["per_layer"]]
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else None
+    sums = torch.tensor([0.0 if v is None else float(v) for v in values], dtype=torch.float64, device=device)
+    counts = torch.tensor([v is not None for v in values], dtype=torch.float64, device=device)
+    dist.all_reduce(sums)
+    dist.all_reduce(counts)
+    means = [s / n if n else None for s, n in zip(sums.tolist(), counts.tolist(), strict=True)]
+    merged = stats | {"mean_density": means[0], "per_layer": means[1:]}
+    if "mean_layer_density" in stats:
+        counted = [d for d in means[1:] if d is not None]
+        merged["mean_layer_density"] = sum(counted) / len(counted) if counted else None
+    return merged
 
 
 def write_video(frames: np.ndarray, path: str, fps: int = 16) -> str:

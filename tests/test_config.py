@@ -44,12 +44,25 @@ def test_layer_overrides_change_parameters():
         (dict(method="draft", window=(8,)), r"window must be two positive ints"),
         (dict(method="svg", num_samples=0), "num_samples must be an int >= 1"),
         (dict(method="sliding_tile", head_windows={0: [(1, 1, 0)]}), r"head_windows\[0\] entries must be three"),
+        (dict(method="radial", quant="fp8"), "quant must be None, 'int8' or 'int4', got 'fp8'"),
+        (dict(method="dense", quant="int8"), "method 'dense' runs the model's exact attention"),
+        (dict(method="radial", quant="int4", backend="flex"), r"quant='int4' needs backend 'auto' or one of"),
     ],
 )
 def test_bad_configs_name_the_problem(kwargs, message):
     method = kwargs.pop("method")
     with pytest.raises(ValueError, match=message):
         SparseAttentionConfig(method, **kwargs)
+
+
+def test_quant_combines_with_methods_and_survives_json():
+    import json
+
+    for method in ("radial", "sparsed", "draft"):
+        cfg = SparseAttentionConfig(method, quant="int8", backend="triton")
+        assert cfg.quant == "int8"
+        assert SparseAttentionConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    assert SparseAttentionConfig("radial").quant is None
 
 
 def test_from_dict_rejects_unknown_keys():

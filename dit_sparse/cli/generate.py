@@ -11,6 +11,9 @@ import torch
 from dit_sparse.config import METHOD_NAMES, SparseAttentionConfig
 from dit_sparse.generation import (
     GenerationSettings,
+    enable_context_parallel,
+    finish_context_parallel,
+    init_context_parallel,
     load_pipeline,
     markdown_table,
     run_once,
@@ -22,6 +25,14 @@ from dit_sparse.generation import (
 from ._args import parse_params
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# Options that take the embedded model's GENERATION_DEFAULTS when --model is not given.
+EMBEDDED_DEFAULT_ARGS = {
+    "steps": "num_inference_steps",
+    "frames": "num_frames",
+    "height": "height",
+    "width": "width",
+    "guidance": "guidance_scale",
+}
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -32,7 +43,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "the video (mp4; png for image models). With --compare-dense, also generate densely with the same seed and "
         "write a side-by-side video and a speed/quality report.",
     )
-    parser.add_argument("--model", help="hub id or local folder of a supported diffusers pipeline")
+    parser.add_argument(
+        "--model", help="hub id or local folder of a supported diffusers pipeline (default: the embedded model)"
+    )
     parser.add_argument("--prompt", default="a red circle moving right on a dark background")
     parser.add_argument("--negative-prompt", default=None)
     method = parser.add_mutually_exclusive_group()
@@ -53,6 +66,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--offload", action="store_true", help="enable model CPU offload")
     parser.add_argument("--fps", type=int, default=16)
     parser.add_argument("--compare-dense", action="store_true", help="also generate densely and report")
+    parser.add_argument(
+        "--ulysses",
+        type=int,
+        default=1,
+        metavar="N",
+        help="Ulysses context parallelism over N GPUs: launch with torchrun --nproc-per-node N; each GPU computes "
+        "1/N of the heads of every attention (Wan). Rank 0 writes the files and prints the report",
+    )
     parser.add_argument("--out", required=True, help="output folder")
     return parser
 
@@ -68,11 +89,37 @@ def _config(args: argparse.Namespace) -> SparseAttentionConfig:
     )
 
 
+def _fill_embedded_defaults(args: argparse.Namespace) -> None:
+    """With no --model, the embedded model runs at its native size, steps and guidance unless told otherwise."""
+    from dit_sparse.embedded import GENERATION_DEFAULTS
+
+    for attr, key in EMBEDDED_DEFAULT_ARGS.items():
+        if getattr(args, attr) is None:
+            setattr(args, attr, GENERATION_DEFAULTS[key])
+
+
 def run(args: argparse.Namespace) -> int:
     config = _config(args)  # bad method parameters fail before any model loads
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if args.model is None:
+        _fill_embedded_defaults(args)
+    if args.ulysses < 1:
+        raise ValueError(f"--ulysses must be a number of processes (1 or more), got {args.ulysses}")
+    if args.ulysses == 1:
+        return _generate(args, config, args.device or ("cuda" if torch.cuda.is_available() else "cpu"), rank=0)
+    device, rank = init_context_parallel(args.ulysses, args.device)
+    try:
+        return _generate(args, config, device, rank)
+    finally:
+        finish_context_parallel()
+
+
+def _generate(args: argparse.Namespace, config: SparseAttentionConfig, device: str, rank: int) -> int:
+    """Every rank generates (context parallelism needs them all); rank 0 writes the files and the report."""
     dtype = DTYPES[args.dtype or ("bfloat16" if device.startswith("cuda") else "float32")]
     pipe = load_pipeline(args.model, dtype=dtype, device=device, offload=args.offload)
+    if args.ulysses > 1:
+        enable_context_parallel(pipe, args.ulysses)
+        pipe.set_progress_bar_config(disable=rank != 0)
     settings = GenerationSettings(
         prompt=args.prompt,
         negative_prompt=args.negative_prompt,
@@ -83,17 +130,22 @@ def run(args: argparse.Namespace) -> int:
         guidance=args.guidance,
         seed=args.seed,
     )
-    os.makedirs(args.out, exist_ok=True)
+    if rank == 0:
+        os.makedirs(args.out, exist_ok=True)
     report: dict = {
-        "model": args.model,
+        "model": args.model or "embedded",
         "method": config.method,
         "config": config.to_dict(),
         "settings": vars(settings),
+        "ulysses": args.ulysses,
     }
     if args.compare_dense:
         dense_frames, dense_stats = run_once(pipe, settings, SparseAttentionConfig("dense"))
-        report["dense_video"] = write_video(dense_frames, os.path.join(args.out, "dense.mp4"), args.fps)
     frames, stats = run_once(pipe, settings, config)
+    if rank != 0:  # every rank holds the same video
+        return 0
+    if args.compare_dense:
+        report["dense_video"] = write_video(dense_frames, os.path.join(args.out, "dense.mp4"), args.fps)
     report["video"] = write_video(frames, os.path.join(args.out, "sparse.mp4"), args.fps)
     report["summary"] = stats
     if args.compare_dense:

@@ -6,6 +6,7 @@ import argparse
 
 import dit_sparse as ds
 from dit_sparse import patterns
+from dit_sparse.patterns.radial import radial_token_density
 from dit_sparse.visualize import render_mask
 
 from ._args import parse_params
@@ -47,7 +48,11 @@ def run(args: argparse.Namespace) -> int:
     except TypeError as error:  # an unknown keyword for this pattern
         raise ValueError(f"{args.pattern} does not take {sorted(params)}: {error}") from error
     render_mask(mask, args.out)
+    extra = ""
+    if args.pattern == "radial":  # what the reduction to blocks adds over the token-level definition
+        extra = f" (token-level definition: {radial_token_density(layout, block_size=args.block_size, **params):.4f})"
     print(
-        f"{mask.name}: density {mask.density():.4f}, {mask.num_blocks[0]} x {mask.num_blocks[1]} blocks -> {args.out}"
+        f"{mask.name}: density {mask.density():.4f}{extra}, {mask.num_blocks[0]} x {mask.num_blocks[1]} blocks -> "
+        f"{args.out}"
     )
     return 0

@@ -36,8 +36,12 @@ def _transformers(target: Any) -> list[tuple[str, torch.nn.Module]]:
 
 
 def _load_config(config: Any) -> SparseAttentionConfig:
+    from ..calibration.plan import PLAN_FORMAT, SparsityPlan
+
     if isinstance(config, SparseAttentionConfig):
         return config
+    if isinstance(config, SparsityPlan):
+        return _plan_config(config)
     if isinstance(config, dict):
         return SparseAttentionConfig.from_dict(config)
     if isinstance(config, (str, os.PathLike)):
@@ -49,12 +53,19 @@ def _load_config(config: Any) -> SparseAttentionConfig:
             raise ValueError(f"no such config file: {path}") from error
         except json.JSONDecodeError as error:
             raise ValueError(f"{path} is not valid JSON ({error.msg} at line {error.lineno})") from error
+        if isinstance(data, dict) and data.get("format") == PLAN_FORMAT:  # a calibrated plan file
+            return _plan_config(SparsityPlan.from_dict(data, path=path))
         if isinstance(data, dict) and "config" in data and "method" not in data:
             data = data["config"]
         return SparseAttentionConfig.from_dict(data)
     raise ValueError(
-        f"expected a SparseAttentionConfig, a dict or a path to a JSON config, got {type(config).__name__}"
+        "expected a SparseAttentionConfig, a SparsityPlan, a dict or a path to a JSON config or plan, got "
+        f"{type(config).__name__}"
     )
+
+
+def _plan_config(plan: Any) -> SparseAttentionConfig:
+    return SparseAttentionConfig("sparse_vdit", plan=plan, block_size=plan.block_size)
 
 
 def apply_sparse_attention(target: Any, config: Any = None) -> None:
@@ -66,7 +77,8 @@ def apply_sparse_attention(target: Any, config: Any = None) -> None:
 
     Args:
         target: a supported diffusers pipeline (all its transformers, e.g. both of Wan 2.2) or transformer.
-        config (`SparseAttentionConfig`, `dict` or path to a JSON config, defaults to radial): what to run.
+        config (`SparseAttentionConfig`, `dict`, `SparsityPlan`, or path to a JSON config or plan file,
+            defaults to radial): what to run. A plan is checked against the model (class, layers, heads).
 
     Example:
         >>> import dit_sparse as ds  # doctest: +SKIP
@@ -75,6 +87,10 @@ def apply_sparse_attention(target: Any, config: Any = None) -> None:
     config = _load_config(SparseAttentionConfig() if config is None else config)
     transformers = _transformers(target)
     specs = [spec_for(module) for _, module in transformers]  # validate everything before changing anything
+    if config.plan is not None:
+        if len(transformers) != 1:
+            raise ValueError(f"a plan covers one transformer; this pipeline has {[n for n, _ in transformers]}")
+        config.plan.check_model(transformers[0][1])
     for (_, module), spec in zip(transformers, specs, strict=True):
         if getattr(module, _STATE_ATTR, None) is not None:
             _remove(module)
@@ -102,6 +118,10 @@ def _remove(module: torch.nn.Module) -> None:
     layers = state.spec.self_attention(module)
     for layer, original in zip(layers, state.original_processors, strict=True):
         unregister(layer, ATTENTION_HOOK)
+        # enable_parallelism() after apply set the config on our copies only; the restored processor needs it.
+        parallel = getattr(layer.processor, "_parallel_config", None)
+        if parallel is not None and hasattr(original, "_parallel_config"):
+            original._parallel_config = parallel
         layer.processor = original
     unregister(module, TRANSFORMER_HOOK)
     module._diffusers_hook.invalidate_child_registries_cache()

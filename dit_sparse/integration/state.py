@@ -14,7 +14,7 @@ from ..attention import block_sparse_attention
 from ..config import SparseAttentionConfig
 from ..layout import VideoLayout, invert_permutation
 from ..mask import BlockSparseMask
-from ..methods import AttentionCall, build_method
+from ..methods import AttentionCall, AttentionPlan, build_method
 from .specs import ModelSpec
 
 logger = logging.getLogger(__name__)
@@ -99,6 +99,7 @@ class SparseState:
     def begin_forward(self, transformer: torch.nn.Module, args: tuple, kwargs: dict, cache_context) -> Any:
         """Read the call's layout and advance the step; returns a timing token for :meth:`end_forward`."""
         call = self.spec.bind(transformer, args, kwargs)
+        context_parallel = check_parallelism(transformer, self.spec)
         context_step = getattr(cache_context, "step_index", None)
         self.context = getattr(cache_context, "name", None)
         if context_step is not None:  # the pipeline says which step this is (Wan)
@@ -119,6 +120,7 @@ class SparseState:
                 self.step += 1
             self._last_timestep = t
         self.layout = self.spec.read_layout(transformer, call)
+        check_token_split(context_parallel, self.spec.name, self.layout)
         device = call["hidden_states"].device
         return self.transformer_timer.start(device)
 
@@ -137,8 +139,26 @@ class SparseState:
         attn_mask: torch.Tensor | None,
         scale: float | None,
         dense_fn: Callable[[], torch.Tensor],
+        head_offset: int = 0,
+        total_heads: int | None = None,
     ) -> torch.Tensor:
-        """Attention of one layer; q, k, v and the result are ``(B, H, N, D)``."""
+        """Attention of one layer; q, k, v and the result are ``(B, h, N, D)``.
+
+        Args:
+            layer (`int`): index of the self-attention layer.
+            q, k, v (`torch.Tensor`): ``(B, h, N, D)``, the whole sequence.
+            attn_mask (`torch.Tensor`, optional): boolean key-padding mask, kept keys first.
+            scale (`float`, optional): softmax scale; default ``1 / sqrt(D)``.
+            dense_fn (`Callable`): exact attention of these q, k, v, for dense steps, layers and plans.
+            head_offset (`int`, defaults to 0): model head number of q's first head (Ulysses: this rank's slice).
+            total_heads (`int`, optional): the layer's head count when q holds a slice of them; default ``h``.
+        """
+        total = q.shape[1] if total_heads is None else total_heads
+        if not 0 <= head_offset <= total - q.shape[1]:
+            raise ValueError(
+                f"layer {layer}: heads [{head_offset}, {head_offset + q.shape[1]}) are not a slice of the "
+                f"layer's {total} heads"
+            )
         layout = self.layout
         if layout is None:
             raise ValueError("dit-sparse saw an attention call before its transformer hook read the layout")
@@ -154,9 +174,9 @@ class SparseState:
         if self.method is None or self.step < config.dense_steps or config.layer_is_dense(layer):
             out, density = dense_fn(), 1.0
         else:
-            call = AttentionCall(layer, self.step, self.context, layout, q, k, v)
-            plan = self.method.plan_for(call)
-            mask = None if plan.dense else self._with_dense_heads(plan.mask, layer)
+            call = AttentionCall(layer, self.step, self.context, layout, q, k, v, total, head_offset)
+            plan = _local_plan(self.method.plan_for(call), call, layer)
+            mask = None if plan.dense else self._with_dense_heads(plan.mask, layer, head_offset, total)
             if mask is None:
                 out = dense_fn()
             elif plan.permutation is None:
@@ -165,7 +185,7 @@ class SparseState:
                 perm = plan.permutation
                 q, k, v = (_reorder(t, perm) for t in (q, k, v))
                 out = _reorder(self._sparse(q, k, v, mask, attn_mask, scale), invert_permutation(perm))
-            skip = [h for h in plan.skip_heads if h not in config.dense_heads.get(layer, ())]
+            skip = [h for h in plan.skip_heads if h + head_offset not in config.dense_heads.get(layer, ())]
             if mask is not None and skip:
                 out = out.clone()
                 out[:, skip] = _uniform_attention(v[:, skip], attn_mask).to(out.dtype)
@@ -182,25 +202,31 @@ class SparseState:
             mask._derived["density"] = mask.density()
         return mask._derived["density"]
 
-    def _with_dense_heads(self, mask: BlockSparseMask, layer: int) -> BlockSparseMask:
+    def _with_dense_heads(
+        self, mask: BlockSparseMask | None, layer: int, head_offset: int, total_heads: int
+    ) -> BlockSparseMask | None:
+        """``mask`` with the config's ``dense_heads`` (model head numbers) of this call's heads made dense."""
         heads = self.config.dense_heads.get(layer)
-        if not heads:
+        if not heads or mask is None:
             return mask
-        key = ("dense_heads", heads)
+        if max(heads) >= total_heads:
+            raise ValueError(f"dense_heads[{layer}] names head {max(heads)}, the layer has {total_heads}")
+        local = tuple(h - head_offset for h in heads if head_offset <= h < head_offset + mask.num_heads)
+        if not local:
+            return mask
+        key = ("dense_heads", local)
         if key not in mask._derived:
-            if max(heads) >= mask.num_heads:
-                raise ValueError(f"dense_heads[{layer}] names head {max(heads)}, the layer has {mask.num_heads}")
             blocks = mask.blocks.clone()
-            blocks[:, list(heads)] = True
+            blocks[:, list(local)] = True
             mask._derived[key] = BlockSparseMask.from_dense(
                 blocks, mask.block_size, mask.seq_len, allow_empty_rows=mask.allow_empty_rows
             )
         return mask._derived[key]
 
     def _sparse(self, q, k, v, mask: BlockSparseMask, attn_mask, scale) -> torch.Tensor:
-        backend = self.config.backend
+        backend, quant = self.config.backend, self.config.quant
         if attn_mask is None:
-            return block_sparse_attention(q, k, v, mask, backend=backend, scale=scale)
+            return block_sparse_attention(q, k, v, mask, backend=backend, scale=scale, quant=quant)
         # A key-padding mask whose kept keys are a prefix (HunyuanVideo pads its text at the end): attend
         # to that prefix only, per group of samples with the same length.
         lengths = _key_prefix_lengths(attn_mask, q.shape[0], k.shape[2])
@@ -215,7 +241,7 @@ class SparseState:
                 blocks, mask.block_size, (q.shape[2], length), allow_empty_rows=mask.allow_empty_rows
             )
             out[rows] = block_sparse_attention(
-                q[rows], k[rows, :, :length], v[rows, :, :length], sub, backend=backend, scale=scale
+                q[rows], k[rows, :, :length], v[rows, :, :length], sub, backend=backend, scale=scale, quant=quant
             )
         return out
 
@@ -238,6 +264,97 @@ class SparseState:
             "layout": None if self.layout is None else vars(self.layout).copy(),
             "mean_layer_density": sum(counted) / len(counted) if counted else None,
         }
+
+
+def check_parallelism(transformer: torch.nn.Module, spec: ModelSpec) -> Any:
+    """The transformer's context-parallel config (or ``None``), after refusing what dit-sparse cannot run.
+
+    Only Ulysses context parallelism keeps what a sparse mask needs: every rank attends over the whole
+    sequence, in the model's token order, for a slice of the heads it can name (its rank tells which).
+    Called before the layout is read: a split of the transformer's inputs may already have cut them.
+
+    Args:
+        transformer (`torch.nn.Module`): the transformer; ``enable_parallelism`` records its config on it.
+        spec (`ModelSpec`): the model's spec.
+    """
+    parallel = getattr(transformer, "_parallel_config", None)
+    if parallel is None:
+        return None
+    if getattr(parallel, "tensor_parallel_config", None) is not None:
+        raise ValueError(
+            f"{spec.name}: dit-sparse does not support diffusers tensor parallelism (each rank attends over a slice "
+            "of the heads that its attention call cannot identify); use context parallelism instead: "
+            "ContextParallelConfig(ulysses_degree=N)"
+        )
+    cp = getattr(parallel, "context_parallel_config", None)
+    if cp is None:
+        return None
+    if cp.ring_degree > 1:
+        raise ValueError(
+            f"{spec.name}: dit-sparse supports Ulysses context parallelism only, got ring_degree={cp.ring_degree}. "
+            "Ring attention hands each rank a chunk of the keys at a time, while sparse masks and their searches "
+            "need the whole sequence in one call; use ContextParallelConfig(ulysses_degree=N) with ring_degree=1"
+        )
+    if not spec.context_parallel:
+        # Flux's plan splits text and image separately and each rank concatenates its own chunks, so the
+        # gathered sequence is [text_0, image_0, text_1, image_1, ...], not the layout's order.
+        raise ValueError(
+            f"{spec.name}: dit-sparse supports context parallelism for video-only self-attention (Wan); split "
+            "over ranks, this model's joint text and video sequence reaches attention in another order"
+        )
+    return cp
+
+
+def check_token_split(cp: Any, model: str, layout: VideoLayout) -> None:
+    """Refuse a token count that diffusers' Ulysses split cannot cut evenly (``cp``: a context-parallel config).
+
+    Args:
+        cp (`ContextParallelConfig`, optional): from :func:`check_parallelism`; ``None`` checks nothing.
+        model (`str`): the model's name, for messages.
+        layout (`VideoLayout`): the token grid of the call.
+    """
+    if cp is None or cp.ulysses_anything or layout.num_tokens % cp.ulysses_degree == 0:
+        return
+    raise ValueError(
+        f"{model}: {layout.num_tokens} tokens ({layout.frames} x {layout.height} x {layout.width} after "
+        f"patchify) do not split evenly over ulysses_degree={cp.ulysses_degree} ranks; choose frames, height "
+        f"and width whose token count is a multiple of {cp.ulysses_degree}"
+    )
+
+
+def _local_plan(plan: AttentionPlan, call: AttentionCall, layer: int) -> AttentionPlan:
+    """The part of ``plan`` for the heads in ``call.q``.
+
+    Under Ulysses a rank holds heads ``[call.head_offset, call.head_offset + h)``. Plans built from per-head
+    data cover all the layer's heads and are sliced here (the slice of a mask is cached on it, so a static
+    mask is sliced once); plans computed from q and k already cover the local heads and pass through.
+    """
+    local, total = call.q.shape[1], call.num_heads
+    if plan.dense or plan.mask is None or local == total:  # without a mask the call runs dense
+        return plan
+    planned = plan.mask.num_heads
+    if planned == local:
+        return plan
+    if planned != total:
+        raise ValueError(
+            f"layer {layer}: the method planned {planned} heads; expected the layer's {total} or this rank's {local}"
+        )
+    start, stop = call.head_offset, call.head_offset + local
+    mask = plan.mask
+    key = ("heads", start, stop)
+    if key not in mask._derived:
+        mask._derived[key] = BlockSparseMask.from_dense(
+            mask.blocks[:, start:stop],
+            mask.block_size,
+            mask.seq_len,
+            allow_empty_rows=mask.allow_empty_rows,
+            name=mask.name,
+        )
+    permutation = plan.permutation
+    if permutation is not None and permutation.dim() == 2:
+        permutation = permutation[start:stop]
+    skip = tuple(h - start for h in plan.skip_heads if start <= h < stop)
+    return AttentionPlan(mask._derived[key], permutation, skip_heads=skip)
 
 
 def _uniform_attention(v: torch.Tensor, attn_mask: torch.Tensor | None) -> torch.Tensor:

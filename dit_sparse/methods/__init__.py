@@ -9,6 +9,7 @@ from __future__ import annotations
 from .adaspa import AdaSpaMethod
 from .base import AttentionCall, AttentionPlan, Method
 from .draft import DraftMethod
+from .plan import PlanMethod
 from .radial import RadialMethod
 from .sliding_tile import SlidingTileMethod
 from .sparse_vdit import SparseVDiTMethod
@@ -29,10 +30,12 @@ METHODS: dict[str, type[Method]] = {
 
 
 def build_method(config, spec) -> Method | None:
-    """The method object for ``config`` (``None`` for the ``dense`` method)."""
+    """The method object for ``config`` (``None`` for the ``dense`` method; a plan's runner when it has one)."""
     if config.method == "dense":
         return None
+    if getattr(config, "plan", None) is not None:
+        return PlanMethod(config, spec)
     return METHODS[config.method](config, spec)
 
 
-__all__ = ["METHODS", "AttentionCall", "AttentionPlan", "Method", "build_method"]
+__all__ = ["METHODS", "AttentionCall", "AttentionPlan", "Method", "PlanMethod", "build_method"]

@@ -14,7 +14,13 @@ from ..mask import BlockSparseMask
 class AttentionCall:
     """What a method may know about one self-attention call.
 
-    ``q``, ``k``, ``v`` are ``(B, H, N, D)``; static methods ignore them, dynamic ones score blocks from them.
+    ``q``, ``k``, ``v`` are ``(B, h, N, D)``; static methods ignore them, dynamic ones score blocks from them.
+    Under Ulysses context parallelism they hold only this rank's heads ``[head_offset, head_offset + h)`` of the
+    layer's ``num_heads`` (``total_heads``); without it ``h == num_heads`` and ``head_offset == 0``.
+
+    A plan covers either all ``num_heads`` heads (per-head data from a config or a plan file, indexed by the
+    model's head numbers; the state keeps this rank's slice) or the ``h`` heads in ``q`` (masks computed from
+    q and k, which then search this rank's heads only).
     """
 
     layer: int
@@ -24,10 +30,13 @@ class AttentionCall:
     q: torch.Tensor
     k: torch.Tensor
     v: torch.Tensor
+    total_heads: int | None = None  # the layer's head count when q holds a slice of them
+    head_offset: int = 0  # model head number of q's first head
 
     @property
     def num_heads(self) -> int:
-        return self.q.shape[1]
+        """The layer's head count (on every rank the same); ``q.shape[1]`` may be a slice of it."""
+        return self.q.shape[1] if self.total_heads is None else self.total_heads
 
 
 @dataclass(frozen=True)
@@ -36,7 +45,8 @@ class AttentionPlan:
     or dense attention when ``dense`` is set.
 
     ``permutation`` is ``(N,)`` (all heads) or ``(H, N)`` (one order per head); ``x[..., perm, :]`` reorders
-    and the state applies the exact inverse to the output.
+    and the state applies the exact inverse to the output. The mask's heads, an ``(H, N)`` permutation's rows
+    and ``skip_heads`` count heads the same way: all of the layer's, or the call's slice (see :class:`AttentionCall`).
     """
 
     mask: BlockSparseMask | None

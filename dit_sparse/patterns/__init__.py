@@ -7,7 +7,7 @@ Text rows and text columns are always kept, so every row keeps at least one bloc
 
 from .diagonal import diagonal, diagonal_token_mask
 from .multi_diagonal import multi_diagonal, multi_diagonal_token_mask
-from .radial import radial, radial_token_mask
+from .radial import radial, radial_token_density, radial_token_mask
 from .sliding_tile import sliding_tile, sliding_tile_token_mask
 from .vertical_stripe import vertical_stripe, vertical_stripe_token_mask
 
@@ -17,6 +17,7 @@ __all__ = [
     "multi_diagonal",
     "multi_diagonal_token_mask",
     "radial",
+    "radial_token_density",
     "radial_token_mask",
     "sliding_tile",
     "sliding_tile_token_mask",

@@ -74,6 +74,36 @@ def radial_token_mask(
     return text | video_keep
 
 
+def radial_token_density(
+    layout: VideoLayout,
+    *,
+    block_size: int = 128,
+    decay_factor: float = 1.0,
+    sink_frames: int = 0,
+    dense_distance: int = 1,
+) -> float:
+    """Density of :func:`radial_token_mask` (the token-level definition), exactly, without building it.
+
+    Per frame pair the kept token pairs have a closed form (a band ``|a - b| <= w`` over ``S`` positions keeps
+    ``S (2w + 1) - w (w + 1)`` pairs), so this costs O(F^2) for any size. Against the block mask's density it
+    shows what the reduction to blocks adds.
+    """
+    _check(layout, decay_factor, sink_frames, dense_distance)
+    s, f = layout.frame_tokens, layout.frames
+    width, kept = _frame_rules(layout, block_size, decay_factor)
+    kept_pairs = 0
+    for i in range(f):
+        for j in range(f):
+            d = abs(i - j)
+            if d <= dense_distance or j < sink_frames:
+                kept_pairs += s * s
+            elif kept[d]:
+                w = min(int(width[d].item()), s - 1)
+                kept_pairs += s * (2 * w + 1) - w * (w + 1)
+    n, video = layout.num_tokens, layout.video_tokens
+    return (n * n - video * video + kept_pairs) / (n * n)
+
+
 def radial(
     layout: VideoLayout,
     *,

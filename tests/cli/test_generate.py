@@ -52,7 +52,6 @@ def test_image_model_writes_a_png(tmp_path):
     ("args", "message"),
     [
         (["--model", "/no/such/folder"], "cannot load a diffusers pipeline from '/no/such/folder'"),
-        ([], "no embedded default model yet"),
         (["--param", "windw=3"], "unknown parameter(s) ['windw'] for method 'radial'"),
     ],
 )

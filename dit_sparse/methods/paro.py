@@ -1,0 +1,186 @@
+"""``method="paro"``: PAROAttention's pattern-aware token reordering with static block masks.
+
+Zhao et al., "PAROAttention: Pattern-Aware ReOrdering for Efficient Sparse and Quantized Attention in Visual
+Generation Models" (2025), https://arxiv.org/abs/2506.16054. A video DiT head attends along some axis of the
+(F, H, W) token grid; laid out in the right one of the six orders of those axes (``layout.permutation``,
+outermost first) its attention map becomes block-diagonal-like, so a static block mask at 20-30% density
+keeps almost all of its mass, and its Q/K blocks hold similar values, so per-block quantization loses less.
+
+Order selection, per (layer, head), from statistics gathered on calibration inputs (:class:`OrderStatistics`
+accumulates them over prompts and steps; :func:`choose_orders` decides):
+
+- sparsity term: the *recall* at the target density, i.e. the mean over query blocks of the attention mass
+  held by the top ``ceil(density * nK)`` key blocks of that row, in the permuted order;
+- quantization term: the relative error of per-block quantization (``quant_bits``, default 8) of Q and of
+  the smoothed K in the permuted order, as :mod:`dit_sparse.kernels.quant` quantizes them;
+- ``score = recall - quant_weight * quant_error``; the highest score wins, and its mask is the top blocks of
+  the accumulated mass map in that order (every row keeps at least one block; text rows and columns dense).
+
+The paper combines a block-sparsity metric and a quantization-incoherence metric; the exact formula and
+weights here are ours (documented above), not the paper's.
+
+At run time the orders and masks come from a plan (``orders`` and ``tables`` parameters, which the
+calibration fills in). Without them, each (layer, context) measures its own statistics at its first sparse
+call, chooses, and reuses the choice for every later step: the SparseD-style schedule, so that ``paro``
+runs on any model without an offline step (at the cost of one selection per layer and context).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+from ..kernels.quant import dequantize_per_block, quantize_per_block, smooth_keys
+from ..layout import ORDERS, VideoLayout
+from ..mask import BlockSparseMask
+from ..scoring import block_attention_mass, select_blocks
+from .base import AttentionCall, AttentionPlan, Method, mask_keeping_text
+
+
+def _relative_quant_error(x: torch.Tensor, block: int, bits: int) -> torch.Tensor:
+    """Per head ``||x - deq(q(x))|| / ||x||`` over batch, tokens and channels; x is (B, H, N, D); -> (H,)."""
+    x_int, scales = quantize_per_block(x, block, bits)
+    err = (dequantize_per_block(x_int, scales, block) - x.float()).pow(2).sum(dim=(0, 2, 3))
+    return (err / x.float().pow(2).sum(dim=(0, 2, 3)).clamp_min(1e-30)).sqrt()
+
+
+@dataclass
+class OrderStatistics:
+    """Block attention mass and quantization error per order, summed over calibration calls of one layer.
+
+    ``mass[order]`` is ``(H, nQ, nK)`` (summed over calls and batch entries), ``quant_error[order]`` is ``(H,)``
+    (summed over calls), ``count`` the number of (call, batch entry) pairs in ``mass``.
+    """
+
+    layout: VideoLayout
+    block_size: int
+    quant_bits: int = 8
+    mass: dict[str, torch.Tensor] = field(default_factory=dict)
+    quant_error: dict[str, torch.Tensor] = field(default_factory=dict)
+    count: int = 0
+    calls: int = 0
+
+    def update(self, q: torch.Tensor, k: torch.Tensor, orders: tuple[str, ...] = ORDERS) -> None:
+        """Add one call's statistics; ``q``, ``k`` are ``(B, H, N, D)`` in the model's native token order."""
+        if q.shape[-2] != self.layout.num_tokens or k.shape[-2] != self.layout.num_tokens:
+            raise ValueError(
+                f"q and k must have {self.layout.num_tokens} tokens for {self.layout}, got {q.shape[-2]} and "
+                f"{k.shape[-2]}"
+            )
+        k_smooth = smooth_keys(k)[0]
+        for order in orders:
+            perm = self.layout.permutation(order, device=q.device)
+            qp, kp = q[:, :, perm], k[:, :, perm]
+            mass = block_attention_mass(qp, kp, block_size=self.block_size).sum(0).cpu()  # (H, nQ, nK)
+            error = (
+                0.5
+                * (
+                    _relative_quant_error(qp, self.block_size, self.quant_bits)
+                    + _relative_quant_error(k_smooth[:, :, perm], self.block_size, self.quant_bits)
+                ).cpu()
+            )
+            self.mass[order] = self.mass[order] + mass if order in self.mass else mass
+            self.quant_error[order] = self.quant_error[order] + error if order in self.quant_error else error
+        self.count += q.shape[0]
+        self.calls += 1
+
+
+@dataclass(frozen=True)
+class HeadOrder:
+    """The choice for one head: ``order``, its ``(nQ, nK)`` block ``table`` in that order, and the terms."""
+
+    order: str
+    table: torch.Tensor
+    recall: float
+    quant_error: float
+    score: float
+
+
+def choose_orders(stats: OrderStatistics, *, density: float = 0.25, quant_weight: float = 1.0) -> list[HeadOrder]:
+    """Per head, the order with the best ``recall - quant_weight * quant_error`` at ``density``.
+
+    Args:
+        stats (`OrderStatistics`): accumulated over at least one call.
+        density (`float`, defaults to 0.25): fraction of key blocks kept per query block (the paper's 20-30%).
+        quant_weight (`float`, defaults to 1.0): weight of the quantization term (0: sparsity only).
+    """
+    if not stats.mass:
+        raise ValueError("no statistics: call OrderStatistics.update on calibration q/k first")
+    if not 0 < density <= 1:
+        raise ValueError(f"density must be in (0, 1], got {density!r}")
+    candidates = []
+    for order, mass in stats.mass.items():
+        mean_mass = mass / stats.count  # (H, nQ, nK), rows sum to 1
+        table = select_blocks(mean_mass[None], fraction=density)[0]
+        table = mask_keeping_text(table[None], stats.layout, stats.block_size, "paro").to_dense()[0]
+        recall = (mean_mass * table).sum(-1).mean(-1)  # (H,)
+        error = stats.quant_error[order] / stats.calls
+        candidates.append((order, table, recall, error, recall - quant_weight * error))
+    heads = []
+    for h in range(next(iter(stats.mass.values())).shape[0]):
+        order, table, recall, error, score = max(candidates, key=lambda c: c[4][h].item())
+        heads.append(HeadOrder(order, table[h], recall[h].item(), error[h].item(), score[h].item()))
+    return heads
+
+
+def plan_from_orders(heads: list[HeadOrder], layout: VideoLayout, block_size: int, device) -> AttentionPlan:
+    """One layer's AttentionPlan: per-head permutations ``(H, N)`` and the per-head mask in those orders."""
+    perms = torch.stack([layout.permutation(h.order, device=device) for h in heads])  # (H, N)
+    table = torch.stack([h.table for h in heads])[None].to(device)  # (1, H, nQ, nK)
+    n = layout.num_tokens
+    orders = "/".join(h.order for h in heads)
+    mask = BlockSparseMask.from_dense(table, block_size, (n, n), name=f"paro({orders})")
+    return AttentionPlan(mask, permutation=perms)
+
+
+class ParoMethod(Method):
+    """Per-head orders and static masks: from the plan's ``orders``/``tables``, else chosen online once."""
+
+    name = "paro"
+
+    def __init__(self, config, spec) -> None:
+        super().__init__(config, spec)
+        self._plans: dict[tuple, AttentionPlan] = {}
+
+    def reset(self) -> None:
+        super().reset()
+        self._plans.clear()
+
+    def plan_for(self, call: AttentionCall) -> AttentionPlan:
+        params = self.config.method_params(call.layer)
+        planned = params["orders"] is not None and call.layer in params["orders"]
+        # A planned choice is the same for every context and batch entry; an online one is per context.
+        key = (call.layer, None if planned else call.context, call.layout, call.q.device)
+        plan = self._plans.get(key)
+        if plan is not None:
+            self.reuses += 1
+            return plan
+        block = self.config.block_size
+        if planned:
+            heads = self._planned_heads(call, params)
+        else:
+            stats = OrderStatistics(call.layout, block, quant_bits=4 if self.config.quant == "int4" else 8)
+            stats.update(call.q, call.k)
+            heads = choose_orders(stats, density=params["density"], quant_weight=params["quant_weight"])
+        plan = plan_from_orders(heads, call.layout, block, call.q.device)
+        self._plans[key] = plan
+        self.searches += 1
+        return plan
+
+    def _planned_heads(self, call: AttentionCall, params: dict) -> list[HeadOrder]:
+        orders = params["orders"][call.layer]
+        tables = (params["tables"] or {}).get(call.layer)
+        if len(orders) != call.num_heads:
+            raise ValueError(
+                f"paro orders for layer {call.layer} have {len(orders)} heads, the layer has {call.num_heads}"
+            )
+        n_blocks = math.ceil(call.layout.num_tokens / self.config.block_size)
+        if tables is None or tuple(tables.shape) != (call.num_heads, n_blocks, n_blocks):
+            got = None if tables is None else tuple(tables.shape)
+            raise ValueError(
+                f"paro tables for layer {call.layer} must be ({call.num_heads}, {n_blocks}, {n_blocks}) bool for "
+                f"{call.layout} at block {self.config.block_size} (a plan made for another resolution?), got {got}"
+            )
+        return [HeadOrder(o, tables[h].bool(), math.nan, math.nan, math.nan) for h, o in enumerate(orders)]
