@@ -44,7 +44,7 @@ def test_default_generation_has_at_least_2048_video_tokens(pipe):
 
 def test_cli_generate_uses_the_embedded_model_by_default(tmp_path, capsys):
     out = tmp_path / "run"
-    assert main(["generate", "--steps", "2", "--out", str(out)]) == 0
+    assert main(["generate", "--steps", "2", "--backend", "reference", "--out", str(out)]) == 0
     report = json.loads((out / "report.json").read_text())
     assert report["model"] == "embedded"
     settings = report["settings"]
