@@ -6,8 +6,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-# Every method named in the architecture; those not in IMPLEMENTED_METHODS are refused with a clear error
-# until they land.
+# Every method named in the architecture.
 METHOD_NAMES = (
     "dense",
     "radial",
@@ -19,17 +18,6 @@ METHOD_NAMES = (
     "adaspa",
     "sparsed",
     "paro",
-)
-IMPLEMENTED_METHODS = (
-    "dense",
-    "radial",
-    "sparse_vdit",
-    "sliding_tile",
-    "svg",
-    "sparsed",
-    "adaspa",
-    "xattention",
-    "draft",
 )
 BACKEND_NAMES = ("auto", "reference", "flex", "triton")
 
@@ -52,6 +40,8 @@ METHOD_PARAMS: dict[str, dict[str, Any]] = {
     "xattention": {"stride": 8, "tau": 0.9, "warmup_steps": 5, "min_blocks_per_row": 1},
     # DraftAttention (Shen et al., 2025): pooling windows of (h, w) latent cells, top fraction of the draft map.
     "draft": {"window": (8, 16), "fraction": 0.25},
+    # PAROAttention (Zhao et al., 2025): per-head token order and static mask at density; online unless a plan.
+    "paro": {"density": 0.25, "quant_weight": 1.0},
 }
 
 
@@ -148,10 +138,6 @@ class SparseAttentionConfig:
     def validate(self) -> None:
         if self.method not in METHOD_NAMES:
             raise ValueError(f"unknown method {self.method!r}; choose one of {list(METHOD_NAMES)}")
-        if self.method not in IMPLEMENTED_METHODS:
-            raise ValueError(
-                f"method {self.method!r} is not available in this version; available: {list(IMPLEMENTED_METHODS)}"
-            )
         _check_int("dense_steps", self.dense_steps, 0)
         for layer in self.dense_layers:
             _check_int("dense_layers entries", layer, 0)
@@ -354,6 +340,14 @@ def _validate_draft(params: dict[str, Any], block_size: int) -> None:
         _check_fraction("fraction", params["fraction"])
 
 
+def _validate_paro(params: dict[str, Any], block_size: int) -> None:
+    if "density" in params:
+        _check_fraction("density", params["density"])
+    weight = params.get("quant_weight", 0)
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight >= 0:
+        raise ValueError(f"quant_weight must be a number >= 0, got {weight!r}")
+
+
 _METHOD_VALIDATORS = {
     "radial": _validate_radial,
     "sparse_vdit": _validate_sparse_vdit,
@@ -363,11 +357,8 @@ _METHOD_VALIDATORS = {
     "adaspa": _validate_adaspa,
     "xattention": _validate_xattention,
     "draft": _validate_draft,
+    "paro": _validate_paro,
 }
-
-
-# Methods that run a calibrated plan: the plan's per-head patterns are Sparse-vDiT's offline assignment.
-PLAN_METHODS = ("sparse_vdit",)
 
 
 def _as_plan(plan: Any) -> Any:
@@ -388,9 +379,11 @@ def _as_plan(plan: Any) -> Any:
 
 
 def _validate_plan(config: SparseAttentionConfig) -> None:
-    if config.method not in PLAN_METHODS:
+    made_by = config.plan.provenance.search.method
+    if config.method != made_by:
         raise ValueError(
-            f"a plan runs with method {PLAN_METHODS[0]!r} (per-head patterns), got method {config.method!r}"
+            f"the plan was made by the {made_by!r} search and runs with method {made_by!r}, got method "
+            f"{config.method!r}"
         )
     if config.block_size != config.plan.block_size:
         raise ValueError(

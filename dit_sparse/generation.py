@@ -64,9 +64,20 @@ def load_pipeline(model: str | None, *, dtype: torch.dtype, device: str, offload
     return pipe
 
 
-def _call_kwargs(pipe, settings: GenerationSettings) -> dict[str, Any]:
+def accepted_kwargs(pipe, optional: dict[str, Any]) -> dict[str, Any]:
+    """The non-None entries of ``optional``; ValueError if ``pipe``'s ``__call__`` does not take one of them."""
     accepted = set(inspect.signature(type(pipe).__call__).parameters)
-    kwargs: dict[str, Any] = {"prompt": settings.prompt, "output_type": "np"}
+    kwargs: dict[str, Any] = {}
+    for name, value in optional.items():
+        if value is None:
+            continue
+        if name not in accepted:
+            raise ValueError(f"{type(pipe).__name__} does not take {name} (an image pipeline has no frames)")
+        kwargs[name] = value
+    return kwargs
+
+
+def _call_kwargs(pipe, settings: GenerationSettings) -> dict[str, Any]:
     optional = {
         "negative_prompt": settings.negative_prompt,
         "num_inference_steps": settings.steps,
@@ -75,12 +86,7 @@ def _call_kwargs(pipe, settings: GenerationSettings) -> dict[str, Any]:
         "width": settings.width,
         "guidance_scale": settings.guidance,
     }
-    for name, value in optional.items():
-        if value is None:
-            continue
-        if name not in accepted:
-            raise ValueError(f"{type(pipe).__name__} does not take {name} (an image pipeline has no frames)")
-        kwargs[name] = value
+    kwargs: dict[str, Any] = {"prompt": settings.prompt, "output_type": "np", **accepted_kwargs(pipe, optional)}
     kwargs.update(settings.extra)
     device = _transformer_device(pipe)
     generator_device = "cpu" if device.type != "cuda" else device

@@ -26,7 +26,8 @@ def test_layer_overrides_change_parameters():
     ("kwargs", "message"),
     [
         (dict(method="magic"), "unknown method 'magic'"),
-        (dict(method="paro"), "method 'paro' is not available in this version"),
+        (dict(method="paro", density=0), r"density must be in \(0, 1\]"),
+        (dict(method="paro", quant_weight=-1), "quant_weight must be a number >= 0"),
         (dict(method="radial", windw=3), r"unknown parameter\(s\) \['windw'\] for method 'radial'"),
         (dict(method="dense", decay_factor=2.0), r"unknown parameter\(s\) \['decay_factor'\]"),
         (dict(method="radial", dense_steps=-1), "dense_steps must be an int >= 0"),

@@ -12,8 +12,12 @@ permuted order. ``k_offset`` adds a fixed random offset per channel to K (the sa
 trained DiTs' keys have: exact attention does not change, and smoothing should keep quantization from
 noticing either.
 
-``benchmarks/quant_quality.py`` and :func:`main` are the command line; the default input is q, k, v captured
-from the small random-weight Wan transformer of :mod:`dit_sparse.bench.patterns`.
+``order="paro"`` gives every head of every call its own order, the one PAROAttention's selection
+(:func:`~dit_sparse.methods.paro.choose_orders`) picks on that call at the same density.
+
+``benchmarks/quant_quality.py`` and :func:`main` are the command line; the input is q, k, v captured from
+the small random-weight Wan transformer of :mod:`dit_sparse.bench.patterns` (``--source random-wan``) or
+from the trained embedded model mid-generation (``--source embedded``), whose heads have learnt structure.
 """
 
 from __future__ import annotations
@@ -114,22 +118,72 @@ def quantization_error(
     return rows
 
 
-def quantization_error_table(
-    calls: Sequence[Any], *, k_offsets: Sequence[float] = (0.0,), **options: Any
-) -> list[dict[str, Any]]:
-    """:func:`quantization_error` averaged over ``calls`` (objects with ``q, k, v``), per K offset.
+def call_permutation(call: Any, order: str | None, density: float, block_size: int) -> torch.Tensor | None:
+    """The token order of one captured call: ``None`` (native), one of ``ORDERS``, or ``"paro"`` (per head)."""
+    if order is None or order == "FHW":
+        return None
+    if order != "paro":
+        return call.layout.permutation(order, device=call.q.device)
+    from ..methods.paro import OrderStatistics, choose_orders
 
-    ``options`` are passed to :func:`quantization_error`; each row also has ``k_offset`` and ``calls``.
+    stats = OrderStatistics(call.layout, block_size)
+    stats.update(call.q.float(), call.k.float())
+    heads = choose_orders(stats, density=density)
+    return torch.stack([call.layout.permutation(h.order, device=call.q.device) for h in heads])  # (H, N)
+
+
+def quantization_error_table(
+    calls: Sequence[Any],
+    *,
+    k_offsets: Sequence[float] = (0.0,),
+    order: str | None = None,
+    density: float = 0.25,
+    block_size: int = 64,
+    **options: Any,
+) -> list[dict[str, Any]]:
+    """:func:`quantization_error` averaged over ``calls`` (objects with ``q, k, v`` and ``layout``), per K offset.
+
+    ``order`` is ``None`` (native), one of ``ORDERS``, or ``"paro"`` (see :func:`call_permutation`);
+    ``options`` are passed to :func:`quantization_error`; each row also has ``k_offset``, ``order`` and
+    ``calls``.
     """
     rows = []
+    permutations = [call_permutation(c, order, density, block_size) for c in calls]
     for offset in k_offsets:
-        per_call = [quantization_error(c.q, c.k, c.v, k_offset=offset, **options) for c in calls]
+        per_call = [
+            quantization_error(
+                c.q, c.k, c.v, k_offset=offset, permutation=p, density=density, block_size=block_size, **options
+            )
+            for c, p in zip(calls, permutations, strict=True)
+        ]
         for same_precision in zip(*per_call, strict=True):  # one row of each call
-            row = {"precision": same_precision[0]["precision"], "k_offset": offset, "calls": len(calls)}
+            row = {
+                "precision": same_precision[0]["precision"],
+                "k_offset": offset,
+                "order": order or "FHW",
+                "calls": len(calls),
+            }
             for key in ("density", "rel_l2_vs_masked", "rel_l2_vs_dense"):
                 row[key] = sum(r[key] for r in same_precision) / len(same_precision)
             rows.append(row)
     return rows
+
+
+def embedded_calls(step: int = 10, seed: int = 0) -> list[Any]:
+    """q, k, v of every self-attention layer of the embedded model at ``step`` of one default generation."""
+    from ..embedded import GENERATION_DEFAULTS, load_pipeline
+    from ..embedded.scenes import evaluation_scenes
+    from ..integration.capture import capture_attention_inputs
+
+    steps = GENERATION_DEFAULTS["num_inference_steps"]
+    if not 0 <= step < steps:
+        raise ValueError(f"step must be in [0, {steps}), got {step}")
+    pipe = load_pipeline()
+    pipe.set_progress_bar_config(disable=True)
+    prompt = evaluation_scenes(1)[0].prompt
+    with torch.no_grad(), capture_attention_inputs(pipe, steps=[step]) as calls:
+        pipe(prompt, generator=torch.Generator().manual_seed(seed), output_type="latent", **GENERATION_DEFAULTS)
+    return calls
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -147,7 +201,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--width", type=int, default=16, help="token columns per frame")
     parser.add_argument("--block-size", type=int, default=64)
     parser.add_argument("--density", type=float, default=0.25)
-    parser.add_argument("--order", choices=ORDERS, help="token order applied before choosing the mask")
+    parser.add_argument(
+        "--order",
+        choices=[*ORDERS, "paro"],
+        help="token order applied before choosing the mask; paro: each head's order chosen by PARO's selection",
+    )
+    parser.add_argument(
+        "--source",
+        choices=["random-wan", "embedded"],
+        default="random-wan",
+        help="q/k/v from a random-weight 2-layer Wan (size from --frames/--height/--width) or from the trained "
+        "embedded model (its 9 x 16 x 16 tokens, every layer, cond and uncond, at --step of a default generation)",
+    )
+    parser.add_argument("--step", type=int, default=10, help="embedded source: the denoising step captured")
     parser.add_argument(
         "--k-offsets", default="0,10", help="comma-separated sizes of a per-channel offset added to K (default 0,10)"
     )
@@ -161,20 +227,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         offsets = [float(x) for x in args.k_offsets.split(",") if x.strip()]
     except ValueError:
         parser.error(f"--k-offsets must be comma-separated numbers, got {args.k_offsets!r}")
-    calls = _tiny_wan_calls(args.frames, args.height, args.width, args.seed)
-    permutation = None if args.order is None else calls[0].layout.permutation(args.order)
+    if args.source == "embedded":
+        calls = embedded_calls(args.step, args.seed)
+    else:
+        calls = _tiny_wan_calls(args.frames, args.height, args.width, args.seed)
     rows = quantization_error_table(
         calls,
         k_offsets=offsets,
         density=args.density,
         block_size=args.block_size,
-        permutation=permutation,
+        order=args.order,
         quant_dtype=torch.float16 if args.quant_dtype == "fp16" else torch.float32,
         seed=args.seed,
     )
     q = calls[0].q
     print(
-        f"{len(calls)} calls, q/k/v {tuple(q.shape)}, block {args.block_size}, order {args.order or 'native'}, "
+        f"{len(calls)} calls ({args.source}), q/k/v {tuple(q.shape)}, block {args.block_size}, "
+        f"order {args.order or 'native'}, "
         f"int8/int4 inputs {args.quant_dtype}"
     )
     print(f"{'precision':<10} {'k offset':>8} {'density':>8} {'rel L2 vs masked':>17} {'rel L2 vs dense':>16}")

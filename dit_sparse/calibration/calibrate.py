@@ -6,6 +6,12 @@ on a few prompts; at sampled steps, every self-attention call's q, k, v feed per
 statistics, ``(H, nQ, nK)`` per layer and bucket); then each head gets the cheapest candidate meeting the
 target. Statistics pool every sampled call of a bucket (prompts, steps, cond and uncond), so the target is
 met on average over them.
+
+``method="paro"`` runs PAROAttention's offline selection (Zhao et al., 2025,
+https://arxiv.org/abs/2506.16054) on the same dense runs instead: per (step bucket, layer),
+:class:`~dit_sparse.methods.paro.OrderStatistics` pools block attention mass and quantization error in all
+six token orders, and :func:`~dit_sparse.methods.paro.choose_orders` gives each head its order and a static
+block mask at ``density``; the plan stores them as ``"mask"`` heads with an ``order``.
 """
 
 from __future__ import annotations
@@ -19,9 +25,10 @@ import torch
 from tqdm.auto import tqdm
 
 from ..mask import SUPPORTED_BLOCK_SIZES
+from ..methods.paro import OrderStatistics, choose_orders
 from .cost import CostModel, measure_cost_profile
-from .heads import HeadPattern
-from .plan import Provenance, SearchSettings, SparsityPlan, StepBucket, config_hash, prompts_hash
+from .heads import HeadPattern, table_density
+from .plan import SEARCH_METHODS, Provenance, SearchSettings, SparsityPlan, StepBucket, config_hash, prompts_hash
 from .search import HeadStatistics, check_target
 
 logger = logging.getLogger(__name__)
@@ -89,6 +96,7 @@ def calibrate(
     pipe: Any,
     prompts: str | Sequence[str],
     *,
+    method: str = "sparse_vdit",
     target_recall: float | None = None,
     max_rel_l2: float | None = None,
     num_inference_steps: int | None = None,
@@ -101,6 +109,9 @@ def calibrate(
     seed: int = 0,
     progress: bool = True,
     backend: str = "auto",
+    density: float = 0.25,
+    quant_weight: float = 1.0,
+    quant: str | None = None,
     **pipeline_kwargs: Any,
 ) -> SparsityPlan:
     """Search, per (step bucket, layer, head), the cheapest pattern meeting a quality target; return the plan.
@@ -108,6 +119,8 @@ def calibrate(
     Args:
         pipe: a supported diffusers pipeline with one transformer.
         prompts (`str` or `list[str]`): calibration prompts (a few varied ones; each is one dense generation).
+        method (`str`, defaults to ``"sparse_vdit"``): the search: ``"sparse_vdit"`` (per-head patterns
+            meeting a target) or ``"paro"`` (per-head token orders and masks at ``density``).
         target_recall (`float`, optional): keep at least this fraction of each head's attention mass.
         max_rel_l2 (`float`, optional): or: keep each head's output relative L2 error at most this.
         num_inference_steps (`int`, optional): denoising steps (default: the pipeline's default).
@@ -123,6 +136,11 @@ def calibrate(
         seed (`int`, defaults to 0): prompt ``i`` runs with seed ``seed + i``.
         progress (`bool`, defaults to True): a progress bar with ETA over all denoising steps.
         backend (`str`, defaults to ``"auto"``): block-mass backend of the search.
+        density (`float`, defaults to 0.25): ``"paro"`` only: fraction of key blocks kept per query block.
+        quant_weight (`float`, defaults to 1.0): ``"paro"`` only: weight of the quantization error in the
+            order score (0: order by sparsity alone).
+        quant (`str`, optional): ``"paro"`` only: the quantization the plan will run with (``"int8"`` or
+            ``"int4"``), which sets the bits of the quantization term (default 8).
         **pipeline_kwargs: passed to every pipeline call (``height``, ``width``, ``num_frames``,
             ``guidance_scale``, ...).
 
@@ -138,7 +156,8 @@ def calibrate(
     from ..integration.apply import _transformers, apply_sparse_attention, remove_sparse_attention, sparse_state
     from ..integration.specs import spec_for
 
-    metric = check_target(target_recall, max_rel_l2)
+    paro = _check_method(method, target_recall, max_rel_l2, candidates, density, quant_weight, quant)
+    metric = None if paro else check_target(target_recall, max_rel_l2)
     prompt_list = [prompts] if isinstance(prompts, str) else list(prompts)
     if not prompt_list or not all(isinstance(p, str) and p.strip() for p in prompt_list):
         raise ValueError(f"prompts must be a non-empty list of non-empty strings, got {prompts!r}")
@@ -169,7 +188,7 @@ def calibrate(
     layers = spec.self_attention(transformer)
     heads_per_layer = [int(layer.heads) for layer in layers]
 
-    stats: dict[tuple[int, int], HeadStatistics] = {}
+    stats: dict[tuple[int, int], Any] = {}  # HeadStatistics, or OrderStatistics for "paro"
     seen: dict[str, Any] = {}
 
     def observe(state, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
@@ -182,6 +201,11 @@ def calibrate(
         seen.setdefault("device", q.device)
         seen.setdefault("dtype", q.dtype)
         key = (bucket_of[state.step], layer)
+        if paro:
+            if key not in stats:
+                stats[key] = OrderStatistics(layout, block_size, quant_bits=4 if quant == "int4" else 8)
+            stats[key].update(q, k)
+            return
         if key not in stats:
             stats[key] = HeadStatistics(
                 layout,
@@ -231,12 +255,14 @@ def calibrate(
     cost_model = _cost_model(cost, layout.num_tokens, seen, max(heads_per_layer), block_size)
     plan_buckets = []
     for b, (start, stop) in enumerate(buckets):
-        chosen = [
-            stats[(b, layer)].choose(target_recall=target_recall, max_rel_l2=max_rel_l2, cost=cost_model)
-            for layer in range(len(layers))
-        ]
+        if paro:
+            chosen = [_paro_heads(stats[(b, layer)], density, quant_weight) for layer in range(len(layers))]
+        else:
+            chosen = [
+                stats[(b, layer)].choose(target_recall=target_recall, max_rel_l2=max_rel_l2, cost=cost_model)
+                for layer in range(len(layers))
+            ]
         plan_buckets.append(StepBucket(start, stop, chosen))
-    first_stats = stats[(0, 0)]
     provenance = Provenance(
         model_class=type(transformer).__name__,
         num_layers=len(layers),
@@ -247,18 +273,54 @@ def calibrate(
         prompts_hash=prompts_hash(prompt_list),
         num_prompts=len(prompt_list),
         search=SearchSettings(
+            method=method,
             target_recall=target_recall,
             max_rel_l2=max_rel_l2,
             num_inference_steps=steps,
             calibration_steps=sorted(sampled),
-            candidates=list(first_stats.candidates),
+            candidates=None if paro else list(stats[(0, 0)].candidates),
             seed=seed,
             pipeline_kwargs=_jsonable_kwargs({"negative_prompt": negative_prompt, **pipeline_kwargs}),
+            density=density if paro else None,
+            quant_weight=quant_weight if paro else None,
         ),
     )
     plan = SparsityPlan(provenance, plan_buckets, cost_model)
     logger.info("dit-sparse: calibrated %s (%d layers, %d buckets)", provenance.model_class, len(layers), len(buckets))
     return plan
+
+
+def _check_method(method, target_recall, max_rel_l2, candidates, density, quant_weight, quant) -> bool:
+    """Whether the search is PARO's (checking its arguments); ValueError for an unknown method or mixed options."""
+    from ..config import _validate_paro
+    from ..kernels.quant import check_quant
+
+    if method not in SEARCH_METHODS:
+        raise ValueError(f"method must be one of {list(SEARCH_METHODS)}, got {method!r}")
+    if method != "paro":
+        return False
+    options = {"target_recall": target_recall, "max_rel_l2": max_rel_l2, "candidates": candidates}
+    given = [name for name, value in options.items() if value is not None]
+    if given:
+        raise ValueError(f"method 'paro' chooses orders and masks at a density; {given} do not apply to it")
+    _validate_paro({"density": density, "quant_weight": quant_weight}, 0)
+    check_quant(quant)
+    return True
+
+
+def _paro_heads(stats, density: float, quant_weight: float) -> list[HeadPattern]:
+    """One layer's heads as ``"mask"`` patterns in their chosen orders, with the recall measured for them."""
+    n = stats.layout.num_tokens
+    return [
+        HeadPattern(
+            "mask",
+            order=head.order,
+            blocks=head.table.cpu(),
+            density=table_density(head.table, n, stats.block_size),
+            recall=max(head.recall, 0.0),
+        )
+        for head in choose_orders(stats, density=density, quant_weight=quant_weight)
+    ]
 
 
 def _dense_config():

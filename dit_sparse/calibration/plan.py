@@ -56,6 +56,7 @@ PROVENANCE_KEYS = (
 )
 LAYOUT_KEYS = ("frames", "height", "width", "text_len", "text_position")
 SEARCH_KEYS = (
+    "method",
     "target_recall",
     "max_rel_l2",
     "num_inference_steps",
@@ -63,7 +64,10 @@ SEARCH_KEYS = (
     "candidates",
     "seed",
     "pipeline_kwargs",
+    "density",
+    "quant_weight",
 )
+SEARCH_METHODS = ("sparse_vdit", "paro")
 BUCKET_KEYS = ("start", "stop", "layers")
 
 # from_version -> function turning a plan dict of that version into one of version from_version + 1.
@@ -125,8 +129,14 @@ def prompts_hash(prompts: list[str]) -> str:
 
 @dataclass
 class SearchSettings:
-    """How the plan was searched (for the record; applying a plan does not read these)."""
+    """How the plan was searched (for the record; applying a plan reads only ``method``).
 
+    ``method`` is the search that made the plan and the method that runs it: ``"sparse_vdit"`` (per-head
+    patterns meeting ``target_recall`` or ``max_rel_l2``) or ``"paro"`` (per-head token orders and masks at
+    ``density``, orders scored with ``quant_weight``).
+    """
+
+    method: str = "sparse_vdit"
     target_recall: float | None = None
     max_rel_l2: float | None = None
     num_inference_steps: int | None = None
@@ -134,6 +144,8 @@ class SearchSettings:
     candidates: list[HeadPattern] | None = None
     seed: int | None = None
     pipeline_kwargs: dict[str, Any] | None = None
+    density: float | None = None
+    quant_weight: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data = {name: getattr(self, name) for name in SEARCH_KEYS}
@@ -144,7 +156,8 @@ class SearchSettings:
     @classmethod
     def from_dict(cls, data: Any, where: str) -> SearchSettings:
         data = _check_keys(data, SEARCH_KEYS, where)
-        for name in ("target_recall", "max_rel_l2"):
+        _expect(data["method"] in SEARCH_METHODS, f"{where}.method", f"one of {list(SEARCH_METHODS)}", data["method"])
+        for name in ("target_recall", "max_rel_l2", "density", "quant_weight"):
             _expect(_optional_number(data[name]), f"{where}.{name}", "null or a number", data[name])
         for name in ("num_inference_steps", "seed"):
             _expect(data[name] is None or _is_int(data[name], 0), f"{where}.{name}", "null or an int", data[name])

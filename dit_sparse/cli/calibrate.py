@@ -9,14 +9,13 @@ table. Run the plan with ``dit-sparse generate --plan plan.json`` or ``apply_spa
 from __future__ import annotations
 
 import argparse
-import inspect
 import os
 
 import torch
 
 from dit_sparse.calibration import calibrate
 from dit_sparse.calibration.search import check_target
-from dit_sparse.generation import load_pipeline
+from dit_sparse.generation import accepted_kwargs, load_pipeline
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -27,16 +26,31 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="search per-head sparse-attention patterns and write a plan file",
         description="Run the dense model on the prompts, measure every self-attention head's attention at the "
         "sampled steps, and choose per (step bucket, layer, head) the cheapest pattern meeting the target "
-        "(Sparse-vDiT-style search). Writes the plan JSON, a PNG of it, and prints a summary table.",
+        "(Sparse-vDiT-style search), or with --method paro each head's token order and block mask at a density "
+        "(PAROAttention). Writes the plan JSON, a PNG of it, and prints a summary table.",
     )
     parser.add_argument(
         "--model", help="hub id or local folder of a supported diffusers pipeline (default: the embedded model)"
     )
     parser.add_argument("--prompts", required=True, help="text file, one prompt per line ('#' lines are comments)")
     parser.add_argument("--out", required=True, help="plan file to write (JSON), e.g. plan.json")
-    target = parser.add_mutually_exclusive_group(required=True)
+    parser.add_argument(
+        "--method",
+        choices=["sparse_vdit", "paro"],
+        default="sparse_vdit",
+        help="sparse_vdit: per-head patterns meeting a target (give --target-recall or --max-rel-l2); paro: "
+        "per-head token orders and masks at --density",
+    )
+    target = parser.add_mutually_exclusive_group()
     target.add_argument("--target-recall", type=float, help="keep at least this fraction of each head's attention")
     target.add_argument("--max-rel-l2", type=float, help="keep each head's output relative L2 error at most this")
+    parser.add_argument("--density", type=float, default=0.25, help="paro: fraction of key blocks kept per row")
+    parser.add_argument(
+        "--quant-weight", type=float, default=1.0, help="paro: weight of the quantization error in the order score"
+    )
+    parser.add_argument(
+        "--quant", choices=["int8", "int4"], help="paro: the quantization the plan will run with (sets the bits)"
+    )
     parser.add_argument("--steps", type=int, help="denoising steps (default: the pipeline's)")
     parser.add_argument(
         "--step-buckets",
@@ -84,22 +98,13 @@ def _step_buckets(text: str) -> int | list[int]:
     return values[0] if len(values) == 1 and "," not in text else values
 
 
-def _pipeline_kwargs(pipe, args: argparse.Namespace) -> dict:
-    accepted = set(inspect.signature(type(pipe).__call__).parameters)
-    optional = {"num_frames": args.frames, "height": args.height, "width": args.width, "guidance_scale": args.guidance}
-    kwargs = {}
-    for name, value in optional.items():
-        if value is None:
-            continue
-        if name not in accepted:
-            raise ValueError(f"{type(pipe).__name__} does not take {name} (an image pipeline has no frames)")
-        kwargs[name] = value
-    return kwargs
-
-
 def run(args: argparse.Namespace) -> int:
     prompts = read_prompts(args.prompts)  # bad input fails before any model loads
-    check_target(args.target_recall, args.max_rel_l2)
+    if args.method == "paro":
+        if args.target_recall is not None or args.max_rel_l2 is not None:
+            raise ValueError("--method paro keeps --density of the blocks; --target-recall/--max-rel-l2 do not apply")
+    else:
+        check_target(args.target_recall, args.max_rel_l2)
     buckets = _step_buckets(args.step_buckets)
     if args.model is None:
         from .generate import _fill_embedded_defaults
@@ -108,9 +113,14 @@ def run(args: argparse.Namespace) -> int:
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = DTYPES[args.dtype or ("bfloat16" if device.startswith("cuda") else "float32")]
     pipe = load_pipeline(args.model, dtype=dtype, device=device)
+    optional = {"num_frames": args.frames, "height": args.height, "width": args.width, "guidance_scale": args.guidance}
     plan = calibrate(
         pipe,
         prompts,
+        method=args.method,
+        density=args.density,
+        quant_weight=args.quant_weight,
+        quant=args.quant,
         target_recall=args.target_recall,
         max_rel_l2=args.max_rel_l2,
         num_inference_steps=args.steps,
@@ -121,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
         negative_prompt=args.negative_prompt,
         seed=args.seed,
         progress=not args.no_progress,
-        **_pipeline_kwargs(pipe, args),
+        **accepted_kwargs(pipe, optional),
     )
     path = plan.save(args.out)
     picture = os.path.splitext(path)[0] + ".png"

@@ -50,11 +50,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--negative-prompt", default=None)
     method = parser.add_mutually_exclusive_group()
     method.add_argument("--method", choices=METHOD_NAMES, default="radial", help="sparse-attention method")
-    method.add_argument("--plan", help="JSON config file (a SparseAttentionConfig.to_dict() or {'config': ...})")
+    method.add_argument(
+        "--plan", help="JSON config file (a SparseAttentionConfig.to_dict() or {'config': ...}) or calibrated plan file"
+    )
     parser.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="method parameter (JSON)")
     parser.add_argument("--dense-steps", type=int, default=0, help="first denoising steps to run dense")
     parser.add_argument("--block-size", type=int, default=128)
     parser.add_argument("--backend", choices=["auto", "reference", "flex", "triton"], default="auto")
+    parser.add_argument(
+        "--quant", choices=["int8", "int4"], help="quantize Q and K of the sparse attention (any sparse method or plan)"
+    )
     parser.add_argument("--steps", type=int, help="denoising steps (default: the pipeline's)")
     parser.add_argument("--frames", type=int, help="number of frames (video models)")
     parser.add_argument("--height", type=int)
@@ -82,10 +87,19 @@ def _config(args: argparse.Namespace) -> SparseAttentionConfig:
     if args.plan:
         from dit_sparse.integration.apply import _load_config
 
-        return _load_config(args.plan)
+        config = _load_config(args.plan)
+        if args.quant is not None:
+            config.quant = args.quant
+            config.validate()
+        return config
     params = parse_params(args.param)
     return SparseAttentionConfig(
-        args.method, dense_steps=args.dense_steps, block_size=args.block_size, backend=args.backend, **params
+        args.method,
+        dense_steps=args.dense_steps,
+        block_size=args.block_size,
+        backend=args.backend,
+        quant=args.quant,
+        **params,
     )
 
 

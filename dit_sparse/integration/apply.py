@@ -65,7 +65,7 @@ def _load_config(config: Any) -> SparseAttentionConfig:
 
 
 def _plan_config(plan: Any) -> SparseAttentionConfig:
-    return SparseAttentionConfig("sparse_vdit", plan=plan, block_size=plan.block_size)
+    return SparseAttentionConfig(plan.provenance.search.method, plan=plan, block_size=plan.block_size)
 
 
 def apply_sparse_attention(target: Any, config: Any = None) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from .adaspa import AdaSpaMethod
 from .base import AttentionCall, AttentionPlan, Method
 from .draft import DraftMethod
+from .paro import ParoMethod
 from .plan import PlanMethod
 from .radial import RadialMethod
 from .sliding_tile import SlidingTileMethod
@@ -26,6 +27,7 @@ METHODS: dict[str, type[Method]] = {
     "adaspa": AdaSpaMethod,
     "xattention": XAttentionMethod,
     "draft": DraftMethod,
+    "paro": ParoMethod,
 }
 
 

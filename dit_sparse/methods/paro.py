@@ -19,15 +19,16 @@ accumulates them over prompts and steps; :func:`choose_orders` decides):
 The paper combines a block-sparsity metric and a quantization-incoherence metric; the exact formula and
 weights here are ours (documented above), not the paper's.
 
-At run time the orders and masks come from a plan (``orders`` and ``tables`` parameters, which the
-calibration fills in). Without them, each (layer, context) measures its own statistics at its first sparse
-call, chooses, and reuses the choice for every later step: the SparseD-style schedule, so that ``paro``
-runs on any model without an offline step (at the cost of one selection per layer and context).
+Offline (the paper's way), ``calibrate(pipe, prompts, method="paro")`` pools the statistics per step
+bucket and layer over calibration prompts and steps and stores each head's order and mask in a plan,
+which runs with no selection cost. Online, ``SparseAttentionConfig("paro")`` measures each (layer,
+context)'s statistics at its first sparse call, chooses, and reuses the choice for every later step (the
+SparseD-style schedule), so ``paro`` runs on any model without an offline step, at the cost of one
+selection per layer and context and of masks fitted to one step instead of pooled ones.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import torch
@@ -136,7 +137,12 @@ def plan_from_orders(heads: list[HeadOrder], layout: VideoLayout, block_size: in
 
 
 class ParoMethod(Method):
-    """Per-head orders and static masks: from the plan's ``orders``/``tables``, else chosen online once."""
+    """Per-head orders and static masks chosen online: at a (layer, context)'s first sparse call, then reused.
+
+    The offline form is a plan: ``calibrate(pipe, prompts, method="paro")`` pools the statistics over
+    prompts and sampled steps per step bucket and stores the orders and masks; ``apply_sparse_attention(pipe,
+    plan)`` then runs them through :class:`~dit_sparse.methods.plan.PlanMethod` with no selection at run time.
+    """
 
     name = "paro"
 
@@ -149,38 +155,17 @@ class ParoMethod(Method):
         self._plans.clear()
 
     def plan_for(self, call: AttentionCall) -> AttentionPlan:
-        params = self.config.method_params(call.layer)
-        planned = params["orders"] is not None and call.layer in params["orders"]
-        # A planned choice is the same for every context and batch entry; an online one is per context.
-        key = (call.layer, None if planned else call.context, call.layout, call.q.device)
+        key = (call.layer, call.context, call.layout, call.q.device)
         plan = self._plans.get(key)
         if plan is not None:
             self.reuses += 1
             return plan
+        params = self.config.method_params(call.layer)
         block = self.config.block_size
-        if planned:
-            heads = self._planned_heads(call, params)
-        else:
-            stats = OrderStatistics(call.layout, block, quant_bits=4 if self.config.quant == "int4" else 8)
-            stats.update(call.q, call.k)
-            heads = choose_orders(stats, density=params["density"], quant_weight=params["quant_weight"])
+        stats = OrderStatistics(call.layout, block, quant_bits=4 if self.config.quant == "int4" else 8)
+        stats.update(call.q, call.k)
+        heads = choose_orders(stats, density=params["density"], quant_weight=params["quant_weight"])
         plan = plan_from_orders(heads, call.layout, block, call.q.device)
         self._plans[key] = plan
         self.searches += 1
         return plan
-
-    def _planned_heads(self, call: AttentionCall, params: dict) -> list[HeadOrder]:
-        orders = params["orders"][call.layer]
-        tables = (params["tables"] or {}).get(call.layer)
-        if len(orders) != call.num_heads:
-            raise ValueError(
-                f"paro orders for layer {call.layer} have {len(orders)} heads, the layer has {call.num_heads}"
-            )
-        n_blocks = math.ceil(call.layout.num_tokens / self.config.block_size)
-        if tables is None or tuple(tables.shape) != (call.num_heads, n_blocks, n_blocks):
-            got = None if tables is None else tuple(tables.shape)
-            raise ValueError(
-                f"paro tables for layer {call.layer} must be ({call.num_heads}, {n_blocks}, {n_blocks}) bool for "
-                f"{call.layout} at block {self.config.block_size} (a plan made for another resolution?), got {got}"
-            )
-        return [HeadOrder(o, tables[h].bool(), math.nan, math.nan, math.nan) for h, o in enumerate(orders)]

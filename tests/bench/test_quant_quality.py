@@ -8,7 +8,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from dit_sparse.bench.quant import main, quantization_error, quantization_error_table
+import dit_sparse as ds
+from dit_sparse.bench.quant import call_permutation, main, quantization_error, quantization_error_table
+from dit_sparse.layout import ORDERS
+from dit_sparse.methods.paro import OrderStatistics, choose_orders
 
 
 def inputs(N=256, H=2, D=16):
@@ -65,3 +68,18 @@ def test_main_prints_and_writes_rows(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main([*argv, "--density", "0"])
     assert "--density must be in (0, 1]" in capsys.readouterr().err
+
+
+def test_paro_order_is_each_heads_selected_order():
+    layout = ds.VideoLayout(4, 4, 8)
+    q, k, v = inputs(layout.num_tokens)
+    call = SimpleNamespace(q=q, k=k, v=v, layout=layout)
+    stats = OrderStatistics(layout, 32)
+    stats.update(q, k)
+    expected = [h.order for h in choose_orders(stats, density=0.25)]
+    perm = call_permutation(call, "paro", 0.25, 32)
+    assert [next(o for o in ORDERS if torch.equal(layout.permutation(o), row)) for row in perm] == expected
+    assert call_permutation(call, None, 0.25, 32) is None and call_permutation(call, "FHW", 0.25, 32) is None
+    rows = quantization_error_table([call], order="paro", block_size=32, precisions=["int8"])
+    (direct,) = quantization_error(q, k, v, block_size=32, permutation=perm, precisions=["int8"])
+    assert rows[0]["order"] == "paro" and rows[0]["rel_l2_vs_dense"] == pytest.approx(direct["rel_l2_vs_dense"])

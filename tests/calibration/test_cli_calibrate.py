@@ -76,6 +76,27 @@ def test_empty_prompts_file_and_missing_target(tmp_path, capsys):
         main(["calibrate", "--prompts", str(empty), "--target-recall", "0.9", "--out", str(tmp_path / "p.json")]) == 2
     )
     assert "holds no prompts" in capsys.readouterr().err
-    with pytest.raises(SystemExit) as exit_info:  # argparse: one of the two targets is required
-        main(["calibrate", "--prompts", str(empty), "--out", str(tmp_path / "p.json")])
-    assert exit_info.value.code == 2
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a red circle\n")
+    assert main(["calibrate", "--prompts", str(prompts), "--out", str(tmp_path / "p.json")]) == 2
+    assert "give exactly one target" in capsys.readouterr().err
+    assert main(["calibrate", "--prompts", str(prompts), "--method", "paro", "--target-recall", "0.9",
+                 "--out", str(tmp_path / "p.json")]) == 2  # fmt: skip
+    assert "--target-recall/--max-rel-l2 do not apply" in capsys.readouterr().err
+
+
+def test_calibrate_paro_then_generate_the_plan_with_int8(wan_folder, prompts, tmp_path, capsys):
+    out = tmp_path / "paro.json"
+    code = main(["calibrate", "--model", wan_folder, "--prompts", prompts, "--out", str(out), "--method", "paro",
+                 "--density", "0.3", "--steps", "2", "--block-size", "16", "--no-progress", *SIZE])  # fmt: skip
+    assert code == 0
+    plan = SparsityPlan.load(out)
+    assert plan.provenance.search.method == "paro" and plan.provenance.search.density == 0.3
+    assert "mask" in capsys.readouterr().out
+    run_dir = tmp_path / "run"
+    code = main(["generate", "--model", wan_folder, "--plan", str(out), "--quant", "int8", "--steps", "2", *SIZE,
+                 "--out", str(run_dir)])  # fmt: skip
+    assert code == 0
+    report = json.loads((run_dir / "report.json").read_text())
+    assert report["method"] == "paro" and report["config"]["quant"] == "int8"
+    assert 0 < report["summary"]["mean_density"] < 0.5

@@ -20,6 +20,7 @@ METHODS = {
     ),
     "sparsed": ds.SparseAttentionConfig("sparsed", block_size=16, backend="reference", tau=0.6),
     "draft": ds.SparseAttentionConfig("draft", block_size=16, backend="reference", window=(2, 8), fraction=0.2),
+    "paro": ds.SparseAttentionConfig("paro", block_size=16, backend="reference", density=0.3),
 }
 
 
@@ -57,4 +58,13 @@ def test_draft_keeping_every_window_pair_is_dense(model_name):
     vanilla = run(model, inputs)
     config = ds.SparseAttentionConfig("draft", block_size=16, backend="reference", window=(2, 8), fraction=1.0)
     ds.apply_sparse_attention(model, config)
+    torch.testing.assert_close(run(model, inputs), vanilla, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("model_name", list(CASES))
+def test_paro_keeping_every_block_is_dense(model_name):
+    """Density 1 keeps every block: each head's own order and its inverse must reproduce the model exactly."""
+    model, inputs = CASES[model_name]()
+    vanilla = run(model, inputs)
+    ds.apply_sparse_attention(model, ds.SparseAttentionConfig("paro", block_size=16, backend="reference", density=1.0))
     torch.testing.assert_close(run(model, inputs), vanilla, atol=1e-5, rtol=1e-5)
