@@ -4,13 +4,15 @@
 
 Three stages, all seeded (``--seed``):
 
-1. VAE: ``AutoencoderKLWan`` on random 64 x 64 crops of 9-frame clips (the VAE is convolutional and causal
-   in time, so crops teach it what full frames need), loss MSE + L1 + a small KL term.
+1. VAE: ``AutoencoderKLWan`` on 64 x 64 crops around the objects of 5-frame clips (the VAE is convolutional
+   and causal in time, so crops teach it what full frames need), loss MSE + L1 with object pixels weighted
+   ``1 + --object-weight`` (they are a few percent of the pixels; unweighted, the VAE learns the backgrounds
+   and turns a red circle grey), plus a small KL term.
 2. Latents: ``--clips`` scenes rendered at the default size and as many at half the size, each encoded once
    (posterior mean); the per-channel mean and std of the full-size latents go into the VAE config as
    ``latents_mean`` / ``latents_std``, as Wan's VAE has them.
 3. Transformer and text encoder: rectified-flow matching (x_t = (1 - s) x_0 + s e, target e - x_0, which is
-   what Wan's ``flow_prediction`` scheduler inverts), s from a logit-normal shifted like the scheduler,
+   what Wan's ``flow_prediction`` scheduler inverts), s uniform then shifted like the scheduler's sigmas,
    10% empty prompts for classifier-free guidance, AdamW with warm-up and cosine decay, an EMA of the
    weights (the EMA is what is saved). Progressive resolution: ``--low-res-steps`` at half the size
    (a quarter of the tokens, about 5x cheaper a step: colours, shapes and motion are learnt there), then
@@ -70,22 +72,47 @@ def _lr_at(step: int, steps: int, lr: float, warmup: int) -> float:
     return lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
+def object_crop(
+    video: np.ndarray, background_rgb: tuple[int, int, int], crop: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """A ``crop`` x ``crop`` window of ``video`` (T, H, W, 3) around a random object pixel, and its object mask.
+
+    The mask (T, crop, crop) marks pixels that differ from the background by more than 24 in some channel.
+    The window is centred on a pixel drawn from the mask of every frame (shifted to stay inside the frame),
+    or placed at random when no object is visible.
+    """
+    _, height, width, _ = video.shape
+    mask = (np.abs(video.astype(np.int16) - np.asarray(background_rgb, dtype=np.int16)) > 24).any(-1)
+    ys, xs = np.nonzero(mask.any(0))
+    if len(ys):
+        pick = int(rng.integers(len(ys)))
+        y0 = int(np.clip(ys[pick] - crop // 2 + rng.integers(-crop // 4, crop // 4 + 1), 0, height - crop))
+        x0 = int(np.clip(xs[pick] - crop // 2 + rng.integers(-crop // 4, crop // 4 + 1), 0, width - crop))
+    else:
+        y0, x0 = int(rng.integers(0, height - crop + 1)), int(rng.integers(0, width - crop + 1))
+    return video[:, y0 : y0 + crop, x0 : x0 + crop], mask[:, y0 : y0 + crop, x0 : x0 + crop]
+
+
 def train_vae(args: argparse.Namespace, rng: np.random.Generator, log: dict) -> torch.nn.Module:
     vae = build_vae().train()
     optimizer = torch.optim.AdamW(vae.parameters(), lr=args.vae_lr, weight_decay=0.0)
-    crop = args.vae_crop
     losses = []
     for step in tqdm(range(args.vae_steps), desc="vae", disable=not args.progress):
-        batch = []
+        batch, masks = [], []
         for _ in range(args.vae_batch):
-            video = render(random_scene(rng), args.vae_frames, args.height, args.width)
-            y0 = int(rng.integers(0, args.height - crop + 1))
-            x0 = int(rng.integers(0, args.width - crop + 1))
-            batch.append(video[:, y0 : y0 + crop, x0 : x0 + crop])
+            scene = random_scene(rng)
+            video = render(scene, args.vae_frames, args.height, args.width)
+            clip, mask = object_crop(video, scene.background_rgb, args.vae_crop, rng)
+            batch.append(clip)
+            masks.append(mask)
         x = _to_model_range(np.stack(batch))
+        # Objects cover a few percent of the pixels; weighting them keeps their colour from being averaged away.
+        weight = 1.0 + args.object_weight * torch.from_numpy(np.stack(masks)).float()[:, None]  # (B, 1, T, h, w)
         posterior = vae.encode(x).latent_dist
         recon = vae.decode(posterior.sample()).sample
-        loss = F.mse_loss(recon, x) + 0.5 * F.l1_loss(recon, x) + args.kl_weight * posterior.kl().mean()
+        error = recon - x
+        reconstruction = (weight * (error.pow(2) + 0.5 * error.abs())).sum() / (weight.sum() * x.shape[1])
+        loss = reconstruction + args.kl_weight * posterior.kl().mean()
         for group in optimizer.param_groups:
             group["lr"] = _lr_at(step, args.vae_steps, args.vae_lr, warmup=50)
         optimizer.zero_grad(set_to_none=True)
@@ -179,8 +206,9 @@ def train_transformer(
             "" if torch.rand((), generator=generator).item() < args.uncond_probability else prompts[i]
             for i in index.tolist()
         ]
-        # Logit-normal s, shifted like the sampler's sigmas: sigma = shift * u / (1 + (shift - 1) * u).
-        u = torch.sigmoid(torch.randn(args.batch, generator=generator))
+        # s as the sampler visits it: uniform u, shifted like its sigmas, sigma = shift * u / (1 + (shift - 1) * u).
+        # (A logit-normal u, as large models use, almost never trains sigma near 1, where sampling starts.)
+        u = torch.rand(args.batch, generator=generator)
         sigma = args.shift * u / (1 + (args.shift - 1) * u)
         noise = torch.randn(x0.shape, generator=generator)
         s = sigma.view(-1, 1, 1, 1, 1)
@@ -212,16 +240,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--num-frames", type=int, default=DEFAULT_SIZE["num_frames"])
     p.add_argument("--height", type=int, default=DEFAULT_SIZE["height"])
     p.add_argument("--width", type=int, default=DEFAULT_SIZE["width"])
-    p.add_argument("--vae-steps", type=int, default=400)
+    p.add_argument("--vae-steps", type=int, default=1200)
     p.add_argument("--vae-batch", type=int, default=4)
-    p.add_argument("--vae-frames", type=int, default=9)
+    p.add_argument("--vae-frames", type=int, default=5)
     p.add_argument("--vae-crop", type=int, default=64)
     p.add_argument("--vae-lr", type=float, default=1e-3)
     p.add_argument("--kl-weight", type=float, default=1e-6)
+    p.add_argument("--object-weight", type=float, default=9.0, help="extra loss weight of object pixels (VAE)")
     p.add_argument("--clips", type=int, default=1500, help="training clips at each of the two sizes")
     p.add_argument("--encode-batch", type=int, default=8)
-    p.add_argument("--low-res-steps", type=int, default=1000, help="transformer steps at half the size")
-    p.add_argument("--steps", type=int, default=600, help="transformer steps at the full size")
+    p.add_argument("--low-res-steps", type=int, default=2000, help="transformer steps at half the size")
+    p.add_argument("--steps", type=int, default=400, help="transformer steps at the full size")
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--lr", type=float, default=6e-4)
     p.add_argument("--warmup", type=int, default=100)
