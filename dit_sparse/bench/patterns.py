@@ -201,23 +201,61 @@ def _tiny_wan_calls(frames: int, height: int, width: int, seed: int):
     return calls
 
 
+def embedded_calls(step: int = 10, seed: int = 0) -> list:
+    """q, k, v of every self-attention layer of the embedded model at ``step`` of one default generation."""
+    from ..embedded import GENERATION_DEFAULTS, load_pipeline
+    from ..embedded.scenes import evaluation_scenes
+    from ..integration.capture import capture_attention_inputs
+
+    steps = GENERATION_DEFAULTS["num_inference_steps"]
+    if not 0 <= step < steps:
+        raise ValueError(f"step must be in [0, {steps}), got {step}")
+    pipe = load_pipeline()
+    pipe.set_progress_bar_config(disable=True)
+    prompt = evaluation_scenes(1)[0].prompt
+    with torch.no_grad(), capture_attention_inputs(pipe, steps=[step]) as calls:
+        pipe(prompt, generator=torch.Generator().manual_seed(seed), output_type="latent", **GENERATION_DEFAULTS)
+    return calls
+
+
+def add_source_arguments(parser: argparse.ArgumentParser) -> None:
+    """Where the measured q, k, v come from: ``--source``, its size or step, ``--block-size`` and ``--seed``."""
+    parser.add_argument(
+        "--source",
+        choices=["random-wan", "embedded"],
+        default="random-wan",
+        help="q/k/v from a random-weight 2-layer Wan (size from --frames/--height/--width) or from the trained "
+        "embedded model (its 9 x 16 x 16 tokens, every layer, cond and uncond, at --step of a default generation)",
+    )
+    parser.add_argument("--frames", type=int, default=9, help="random-wan: latent frames")
+    parser.add_argument("--height", type=int, default=16, help="random-wan: token rows per frame")
+    parser.add_argument("--width", type=int, default=16, help="random-wan: token columns per frame")
+    parser.add_argument("--step", type=int, default=10, help="embedded: the denoising step captured")
+    parser.add_argument("--block-size", type=int, default=64)
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def captured_calls(args: argparse.Namespace) -> list:
+    """The calls that :func:`add_source_arguments`' options name."""
+    if args.source == "embedded":
+        return embedded_calls(args.step, args.seed)
+    return _tiny_wan_calls(args.frames, args.height, args.width, args.seed)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="pattern_quality",
         description="Relative L2 error of each static pattern against dense attention at target densities, on "
-        "q/k/v captured from a small random-weight Wan transformer (no trained model needed; random weights "
-        "have little of a trained model's structure, so read the numbers as a comparison between patterns).",
+        "q/k/v captured from a small random-weight Wan transformer (random weights have little of a trained "
+        "model's structure, so read those numbers as a comparison between patterns) or from the trained "
+        "embedded model (--source embedded).",
     )
-    parser.add_argument("--frames", type=int, default=9)
-    parser.add_argument("--height", type=int, default=16, help="token rows per frame")
-    parser.add_argument("--width", type=int, default=16, help="token columns per frame")
-    parser.add_argument("--block-size", type=int, default=64)
+    add_source_arguments(parser)
     parser.add_argument("--densities", default="0.5,0.25,0.10", help="comma-separated fractions")
-    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", help="write the rows as JSON here")
     args = parser.parse_args(argv)
     densities = [float(x) for x in args.densities.split(",")]
-    calls = _tiny_wan_calls(args.frames, args.height, args.width, args.seed)
+    calls = captured_calls(args)
     rows = pattern_quality(calls, densities, args.block_size)
     print(
         f"{'method':<16} {'target':>6} {'density':>8} {'parameter':>10} {'rel L2':>8} {'recall':>7} "

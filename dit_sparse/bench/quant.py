@@ -169,37 +169,18 @@ def quantization_error_table(
     return rows
 
 
-def embedded_calls(step: int = 10, seed: int = 0) -> list[Any]:
-    """q, k, v of every self-attention layer of the embedded model at ``step`` of one default generation."""
-    from ..embedded import GENERATION_DEFAULTS, load_pipeline
-    from ..embedded.scenes import evaluation_scenes
-    from ..integration.capture import capture_attention_inputs
-
-    steps = GENERATION_DEFAULTS["num_inference_steps"]
-    if not 0 <= step < steps:
-        raise ValueError(f"step must be in [0, {steps}), got {step}")
-    pipe = load_pipeline()
-    pipe.set_progress_bar_config(disable=True)
-    prompt = evaluation_scenes(1)[0].prompt
-    with torch.no_grad(), capture_attention_inputs(pipe, steps=[step]) as calls:
-        pipe(prompt, generator=torch.Generator().manual_seed(seed), output_type="latent", **GENERATION_DEFAULTS)
-    return calls
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    """Print the error table for q, k, v captured from a small random-weight Wan transformer."""
-    from .patterns import _tiny_wan_calls
+    """Print the error table for q, k, v captured from a random-weight Wan or the embedded model."""
+    from .patterns import add_source_arguments, captured_calls
 
     parser = argparse.ArgumentParser(
         prog="quant_quality",
         description="Relative L2 output error of fp32, fp16, int8 and int4 (Q/K quantized per block, K smoothed) "
         "block-sparse attention against exact fp64 attention, with the mask that keeps the top-mass blocks, on "
-        "q/k/v captured from a small random-weight Wan transformer (both self-attention layers, one step).",
+        "q/k/v captured from a small random-weight Wan transformer (both self-attention layers, one step) or from "
+        "the trained embedded model (--source embedded).",
     )
-    parser.add_argument("--frames", type=int, default=9)
-    parser.add_argument("--height", type=int, default=16, help="token rows per frame")
-    parser.add_argument("--width", type=int, default=16, help="token columns per frame")
-    parser.add_argument("--block-size", type=int, default=64)
+    add_source_arguments(parser)
     parser.add_argument("--density", type=float, default=0.25)
     parser.add_argument(
         "--order",
@@ -207,18 +188,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="token order applied before choosing the mask; paro: each head's order chosen by PARO's selection",
     )
     parser.add_argument(
-        "--source",
-        choices=["random-wan", "embedded"],
-        default="random-wan",
-        help="q/k/v from a random-weight 2-layer Wan (size from --frames/--height/--width) or from the trained "
-        "embedded model (its 9 x 16 x 16 tokens, every layer, cond and uncond, at --step of a default generation)",
-    )
-    parser.add_argument("--step", type=int, default=10, help="embedded source: the denoising step captured")
-    parser.add_argument(
         "--k-offsets", default="0,10", help="comma-separated sizes of a per-channel offset added to K (default 0,10)"
     )
     parser.add_argument("--quant-dtype", choices=["fp16", "fp32"], default="fp16", help="input dtype of int8/int4")
-    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", help="write the rows as JSON here")
     args = parser.parse_args(argv)
     if not 0 < args.density <= 1:
@@ -227,10 +199,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         offsets = [float(x) for x in args.k_offsets.split(",") if x.strip()]
     except ValueError:
         parser.error(f"--k-offsets must be comma-separated numbers, got {args.k_offsets!r}")
-    if args.source == "embedded":
-        calls = embedded_calls(args.step, args.seed)
-    else:
-        calls = _tiny_wan_calls(args.frames, args.height, args.width, args.seed)
+    calls = captured_calls(args)
     rows = quantization_error_table(
         calls,
         k_offsets=offsets,

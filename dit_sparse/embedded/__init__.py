@@ -3,9 +3,10 @@
 It ships in the repository's ``assets/`` folder (installed as the package data ``dit_sparse.assets``), so
 ``dit-sparse generate`` works on a fresh machine with no weights and no network. It was trained from scratch
 on procedural videos of coloured circles and squares moving left, right, up or down over plain backgrounds
-(``dit_sparse.embedded.scenes``) by ``python -m dit_sparse.embedded.train`` (see ``assets/README.md`` for the
-command, time and machine). Its attention has the spatial and temporal structure of a real video DiT, at
-2,304 video tokens per self-attention call at the defaults, so sparse methods have something to find.
+(``dit_sparse.embedded.scenes``) by ``python -m dit_sparse.embedded.train`` (its model card,
+``assets/wan-tiny-t2v/README.md``, gives the command, time, machine and measured adherence). Its
+attention has the spatial and temporal structure of a real video DiT, at 2,304 video tokens per
+self-attention call at the defaults, so sparse methods have something to find.
 
 Example:
     >>> import dit_sparse as ds

@@ -4,8 +4,9 @@
 
 Three stages, all seeded (``--seed``):
 
-1. VAE: ``AutoencoderKLWan`` on 64 x 64 crops around the objects of 5-frame clips (the VAE is convolutional
-   and causal in time, so crops teach it what full frames need), loss MSE + L1 with object pixels weighted
+1. VAE: ``AutoencoderKLWan`` on 64 x 64 crops around the objects of 5-frame, then 9-frame, then 17-frame
+   clips (``--vae-phases``; the VAE is convolutional and causal in time, so crops teach it what full frames
+   need, and the long clips the chunks that follow cached ones), loss MSE + L1 with object pixels weighted
    ``1 + --object-weight`` (they are a few percent of the pixels; unweighted, the VAE learns the backgrounds
    and turns a red circle grey), plus a small KL term.
 2. Latents: ``--clips`` scenes rendered at the default size and as many at half the size, each encoded once
@@ -94,34 +95,52 @@ def object_crop(
 
 
 def train_vae(args: argparse.Namespace, rng: np.random.Generator, log: dict) -> torch.nn.Module:
-    vae = build_vae().train()
-    optimizer = torch.optim.AdamW(vae.parameters(), lr=args.vae_lr, weight_decay=0.0)
-    losses = []
-    for step in tqdm(range(args.vae_steps), desc="vae", disable=not args.progress):
-        batch, masks = [], []
-        for _ in range(args.vae_batch):
-            scene = random_scene(rng)
-            video = render(scene, args.vae_frames, args.height, args.width)
-            clip, mask = object_crop(video, scene.background_rgb, args.vae_crop, rng)
-            batch.append(clip)
-            masks.append(mask)
-        x = _to_model_range(np.stack(batch))
-        # Objects cover a few percent of the pixels; weighting them keeps their colour from being averaged away.
-        weight = 1.0 + args.object_weight * torch.from_numpy(np.stack(masks)).float()[:, None]  # (B, 1, T, h, w)
-        posterior = vae.encode(x).latent_dist
-        recon = vae.decode(posterior.sample()).sample
-        error = recon - x
-        reconstruction = (weight * (error.pow(2) + 0.5 * error.abs())).sum() / (weight.sum() * x.shape[1])
-        loss = reconstruction + args.kl_weight * posterior.kl().mean()
-        for group in optimizer.param_groups:
-            group["lr"] = _lr_at(step, args.vae_steps, args.vae_lr, warmup=50)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
-        optimizer.step()
-        losses.append(loss.item())
-    log["vae_loss_first_50"] = float(np.mean(losses[:50]))
-    log["vae_loss_last_50"] = float(np.mean(losses[-50:]))
+    """Phases of ``--vae-phases`` ("STEPSxFRAMES,..."): short clips first (cheap; colours and shapes), then
+    longer ones at 0.3x the rate, up to the generation length, so the causal decoder learns every chunk that
+    follows cached ones (a VAE trained on 5-frame clips alone drifts from frame 6 on, one trained up to 9
+    frames from frame 13 on). ``--vae-init DIR --vae-resume-phase K`` starts from a saved VAE at phase K."""
+    from diffusers import AutoencoderKLWan
+
+    phases = [
+        (f"vae {steps}x{frames}", steps, frames, args.vae_lr if i == 0 else args.vae_lr * 0.3)
+        for i, (steps, frames) in enumerate(args.vae_phases)
+    ]
+    if args.vae_init is not None:
+        vae = AutoencoderKLWan.from_pretrained(args.vae_init)
+        phases = phases[args.vae_resume_phase - 1 :]
+        log["vae_init"] = f"{args.vae_init} (phases {args.vae_resume_phase}-{len(args.vae_phases)} run here)"
+    else:
+        vae = build_vae()
+    vae.train()
+    for name, steps, frames, lr in phases:
+        optimizer = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
+        losses = []
+        for step in tqdm(range(steps), desc=name, disable=not args.progress):
+            batch, masks = [], []
+            for _ in range(args.vae_batch):
+                scene = random_scene(rng)
+                video = render(scene, frames, args.height, args.width)
+                clip, mask = object_crop(video, scene.background_rgb, args.vae_crop, rng)
+                batch.append(clip)
+                masks.append(mask)
+            x = _to_model_range(np.stack(batch))
+            # Objects cover a few percent of the pixels; weighting them keeps their colour from averaging away.
+            weight = 1.0 + args.object_weight * torch.from_numpy(np.stack(masks)).float()[:, None]  # (B, 1, T, h, w)
+            posterior = vae.encode(x).latent_dist
+            recon = vae.decode(posterior.sample()).sample
+            error = recon - x
+            reconstruction = (weight * (error.pow(2) + 0.5 * error.abs())).sum() / (weight.sum() * x.shape[1])
+            loss = reconstruction + args.kl_weight * posterior.kl().mean()
+            for group in optimizer.param_groups:
+                group["lr"] = _lr_at(step, steps, lr, warmup=min(50, max(steps // 10, 1)))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+            optimizer.step()
+            losses.append(loss.item())
+        if losses:
+            log[f"{name.replace(' ', '_')}_loss_first_50"] = float(np.mean(losses[:50]))
+            log[f"{name.replace(' ', '_')}_loss_last_50"] = float(np.mean(losses[-50:]))
     return vae.eval()
 
 
@@ -232,6 +251,16 @@ def train_transformer(
     return ema_transformer, ema_text, tokenizer
 
 
+def _phases(text: str) -> list[tuple[int, int]]:
+    try:
+        phases = [tuple(int(x) for x in part.split("x")) for part in text.split(",")]
+    except ValueError:
+        phases = []
+    if not phases or any(len(p) != 2 or p[0] < 0 or p[1] < 1 for p in phases):
+        raise argparse.ArgumentTypeError(f"expected STEPSxFRAMES[,STEPSxFRAMES...], got {text!r}")
+    return phases
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m dit_sparse.embedded.train", description=__doc__.split("\n")[0])
     p.add_argument("--out", type=Path, required=True, help="folder to write the diffusers pipeline to")
@@ -240,17 +269,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--num-frames", type=int, default=DEFAULT_SIZE["num_frames"])
     p.add_argument("--height", type=int, default=DEFAULT_SIZE["height"])
     p.add_argument("--width", type=int, default=DEFAULT_SIZE["width"])
-    p.add_argument("--vae-steps", type=int, default=1200)
     p.add_argument("--vae-batch", type=int, default=4)
-    p.add_argument("--vae-frames", type=int, default=5)
+    p.add_argument(
+        "--vae-phases",
+        type=_phases,
+        default=_phases("1200x5,300x9,150x17"),
+        help="VAE phases as STEPSxFRAMES, comma-separated (default 1200x5,300x9,150x17)",
+    )
+    p.add_argument("--vae-init", type=Path, help="start from this saved VAE ...")
+    p.add_argument("--vae-resume-phase", type=int, default=2, help="... at this phase of --vae-phases (1-based)")
     p.add_argument("--vae-crop", type=int, default=64)
     p.add_argument("--vae-lr", type=float, default=1e-3)
     p.add_argument("--kl-weight", type=float, default=1e-6)
     p.add_argument("--object-weight", type=float, default=9.0, help="extra loss weight of object pixels (VAE)")
     p.add_argument("--clips", type=int, default=1500, help="training clips at each of the two sizes")
     p.add_argument("--encode-batch", type=int, default=8)
-    p.add_argument("--low-res-steps", type=int, default=2000, help="transformer steps at half the size")
-    p.add_argument("--steps", type=int, default=400, help="transformer steps at the full size")
+    p.add_argument("--low-res-steps", type=int, default=1600, help="transformer steps at half the size")
+    p.add_argument("--steps", type=int, default=250, help="transformer steps at the full size")
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--lr", type=float, default=6e-4)
     p.add_argument("--warmup", type=int, default=100)

@@ -30,3 +30,19 @@ def test_pattern_quality_rows_and_the_dense_limit():
         if row["density"] == 1.0:
             assert row["rel_l2"] < 1e-5 and row["recall"] > 1 - 1e-5  # a full mask is dense attention
     assert relative_l2(q, q) == 0.0
+
+
+def test_embedded_source_captures_every_layer_of_the_trained_model():
+    import argparse
+
+    import pytest
+
+    from dit_sparse.bench.patterns import add_source_arguments, captured_calls
+
+    parser = argparse.ArgumentParser()
+    add_source_arguments(parser)
+    calls = captured_calls(parser.parse_args(["--source", "embedded", "--step", "19"]))
+    assert sorted((c.layer, c.context) for c in calls) == [(layer, c) for layer in range(4) for c in ("cond", "uncond")]
+    assert all(c.step == 19 and c.layout == VideoLayout(9, 16, 16) and c.q.shape == (1, 4, 2304, 32) for c in calls)
+    with pytest.raises(ValueError, match=r"step must be in \[0, 20\)"):
+        captured_calls(parser.parse_args(["--source", "embedded", "--step", "20"]))
