@@ -14,12 +14,13 @@ from dit_sparse.embedded.components import build_text_encoder, build_tokenizer, 
 
 def test_training_writes_a_loadable_pipeline(tmp_path):
     out = tmp_path / "model"
-    argv = ["--out", str(out), "--vae-steps", "2", "--clips", "4", "--encode-batch", "2", "--steps", "2"]
-    argv += ["--num-frames", "5", "--height", "32", "--width", "32", "--vae-crop", "32", "--vae-frames", "5"]
+    argv = ["--out", str(out), "--vae-phases", "2x5,1x3", "--clips", "4", "--encode-batch", "2", "--steps", "2"]
+    argv += ["--low-res-steps", "2", "--num-frames", "5", "--height", "32", "--width", "32", "--vae-crop", "32"]
     assert train.main([*argv, "--warmup", "1", "--no-progress", "--threads", "1"]) == 0
     log = json.loads((out / "training.json").read_text())
     assert set(log["seconds"]) == {"vae", "encode", "transformer", "total"}
     assert log["latent_shape"] == [8, 3, 8, 8]  # x2 temporal, x4 spatial
+    assert {"vae_2x5_loss_last_50", "vae_1x3_loss_last_50"} <= set(log)  # both VAE phases ran
     pipe = WanPipeline.from_pretrained(str(out), local_files_only=True)
     assert pipe.vae.config.latents_std != [1.0] * 8  # measured on the encoded clips, not the placeholders
     frames = pipe(
