@@ -11,13 +11,11 @@ from __future__ import annotations
 import argparse
 import os
 
-import torch
-
 from dit_sparse.calibration import calibrate
 from dit_sparse.calibration.search import check_target
 from dit_sparse.generation import accepted_kwargs, load_pipeline
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+from ._args import DTYPES, default_device, default_dtype
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -110,8 +108,8 @@ def run(args: argparse.Namespace) -> int:
         from .generate import _fill_embedded_defaults
 
         _fill_embedded_defaults(args)
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    dtype = DTYPES[args.dtype or ("bfloat16" if device.startswith("cuda") else "float32")]
+    device = default_device(args.device)
+    dtype = default_dtype(args.dtype, device)
     pipe = load_pipeline(args.model, dtype=dtype, device=device)
     optional = {"num_frames": args.frames, "height": args.height, "width": args.width, "guidance_scale": args.guidance}
     plan = calibrate(

@@ -6,7 +6,6 @@ import argparse
 import os
 
 import numpy as np
-import torch
 
 from dit_sparse.config import METHOD_NAMES, SparseAttentionConfig
 from dit_sparse.generation import (
@@ -22,9 +21,8 @@ from dit_sparse.generation import (
     write_video,
 )
 
-from ._args import parse_params
+from ._args import DTYPES, default_device, default_dtype, parse_params
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # Options that take the embedded model's GENERATION_DEFAULTS when --model is not given.
 EMBEDDED_DEFAULT_ARGS = {
     "steps": "num_inference_steps",
@@ -119,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
     if args.ulysses < 1:
         raise ValueError(f"--ulysses must be a number of processes (1 or more), got {args.ulysses}")
     if args.ulysses == 1:
-        return _generate(args, config, args.device or ("cuda" if torch.cuda.is_available() else "cpu"), rank=0)
+        return _generate(args, config, default_device(args.device), rank=0)
     device, rank = init_context_parallel(args.ulysses, args.device)
     try:
         return _generate(args, config, device, rank)
@@ -129,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _generate(args: argparse.Namespace, config: SparseAttentionConfig, device: str, rank: int) -> int:
     """Every rank generates (context parallelism needs them all); rank 0 writes the files and the report."""
-    dtype = DTYPES[args.dtype or ("bfloat16" if device.startswith("cuda") else "float32")]
+    dtype = default_dtype(args.dtype, device)
     pipe = load_pipeline(args.model, dtype=dtype, device=device, offload=args.offload)
     if args.ulysses > 1:
         enable_context_parallel(pipe, args.ulysses)

@@ -7,12 +7,10 @@ import json
 import os
 import re
 
-import torch
-
 from dit_sparse.config import SparseAttentionConfig
 from dit_sparse.generation import GenerationSettings, load_pipeline, run_once, save_report
 
-from .generate import DTYPES
+from ._args import DTYPES, default_device, default_dtype
 
 # method -> (parameter that moves its density, values from dense-ish to sparse)
 DEFAULT_GRID = {
@@ -115,8 +113,8 @@ def run(args: argparse.Namespace) -> int:
         points = [(m, {p: v}) for m, (p, values) in DEFAULT_GRID.items() for v in values]
     common = dict(dense_steps=args.dense_steps, block_size=args.block_size, backend=args.backend)
     configs = [(m, params, SparseAttentionConfig(m, **common, **params)) for m, params in points]  # validate first
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    dtype = DTYPES[args.dtype or ("bfloat16" if device.startswith("cuda") else "float32")]
+    device = default_device(args.device)
+    dtype = default_dtype(args.dtype, device)
     pipe = load_pipeline(args.model, dtype=dtype, device=device)
     settings = GenerationSettings(
         prompt=args.prompt, steps=args.steps, frames=args.frames, height=args.height, width=args.width,
