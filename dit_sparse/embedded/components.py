@@ -14,6 +14,8 @@ grid on which sparsity matters:
 
 from __future__ import annotations
 
+import math
+
 import torch
 from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanTransformer3DModel
 from tokenizers import Tokenizer, normalizers, pre_tokenizers, processors
@@ -92,3 +94,57 @@ def encode_prompts(
     )
     states = text_encoder(inputs.input_ids, inputs.attention_mask).last_hidden_state  # (B, L, C)
     return states * inputs.attention_mask[..., None].to(states.dtype)
+
+
+def encode_prompts_compact(
+    tokenizer: PreTrainedTokenizerFast, text_encoder: UMT5EncoderModel, prompts: list[str], max_length: int = 512
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The same cross-attention input as ``encode_prompts``, without the hundreds of zero rows.
+
+    ``WanPipeline`` pads every prompt to ``max_length`` rows with zeros. Zero rows give identical keys and
+    values in every cross-attention, so ``n`` of them weigh exactly as one zero row whose score is raised by
+    ``log(n)``. Returns ``(embeds, bias)``: embeds (B, L + 1, C) are the encoder states of the batch's
+    longest prompt (L tokens, the shorter ones zero-padded) plus one zero row; bias (1, 1, 1, L + 1) is 0
+    except ``log(max_length - L)`` on that row. ``PaddingBiasedCrossAttention`` adds the bias; a transformer
+    given both returns what it returns for ``encode_prompts`` (tested), at about half the cost of a training
+    step at half resolution.
+    """
+    inputs = tokenizer(prompts, padding="longest", max_length=max_length, truncation=True, return_tensors="pt").to(
+        text_encoder.device
+    )
+    length = inputs.input_ids.shape[1]
+    if length >= max_length:
+        raise ValueError(f"a prompt fills all {max_length} tokens; nothing to compact")
+    states = text_encoder(inputs.input_ids, inputs.attention_mask).last_hidden_state  # (B, L, C)
+    states = states * inputs.attention_mask[..., None].to(states.dtype)
+    embeds = torch.cat([states, states.new_zeros(states.shape[0], 1, states.shape[2])], dim=1)
+    bias = states.new_zeros(1, 1, 1, length + 1)
+    bias[..., -1] = math.log(max_length - length)
+    return embeds, bias
+
+
+class PaddingBiasedCrossAttention:
+    """Wraps a Wan cross-attention processor so that it adds ``bias`` (set before each call) to the scores.
+
+    Installed by ``use_compact_prompts`` for training with ``encode_prompts_compact``; the saved model never
+    holds it.
+    """
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+        self.bias: torch.Tensor | None = None
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, rotary_emb=None):
+        if self.bias is None:
+            raise RuntimeError("PaddingBiasedCrossAttention called before its bias was set")
+        return self.inner(attn, hidden_states, encoder_hidden_states, self.bias, rotary_emb)
+
+
+def use_compact_prompts(transformer: WanTransformer3DModel) -> list[PaddingBiasedCrossAttention]:
+    """Wrap every block's cross-attention processor (see ``encode_prompts_compact``); returns the wrappers."""
+    wrappers = []
+    for block in transformer.blocks:
+        wrapper = PaddingBiasedCrossAttention(block.attn2.processor)
+        block.attn2.processor = wrapper
+        wrappers.append(wrapper)
+    return wrappers

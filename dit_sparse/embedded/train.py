@@ -17,7 +17,9 @@ Three stages, all seeded (``--seed``):
    10% empty prompts for classifier-free guidance, AdamW with warm-up and cosine decay, an EMA of the
    weights (the EMA is what is saved). Progressive resolution: ``--low-res-steps`` at half the size
    (a quarter of the tokens, about 5x cheaper a step: colours, shapes and motion are learnt there), then
-   ``--steps`` at the default size.
+   ``--steps`` at the default size. The prompts enter training without the pipeline's 512-row zero padding
+   (``components.encode_prompts_compact``: one zero row with a log-count score bias, which gives the same
+   outputs, tested), which halves the cost of a half-size step.
 
 Stages 1 and 2 leave their results in ``--work`` (default ``OUT.work``); a rerun with the same folder skips
 them, so the transformer can be retrained alone.
@@ -52,7 +54,8 @@ from .components import (
     build_tokenizer,
     build_transformer,
     build_vae,
-    encode_prompts,
+    encode_prompts_compact,
+    use_compact_prompts,
 )
 from .scenes import random_scene, render
 
@@ -213,6 +216,9 @@ def train_transformer(
     params = list(transformer.parameters()) + list(text_encoder.parameters())
     optimizer = torch.optim.AdamW(params, lr=args.lr, betas=(0.9, 0.99), weight_decay=0.01)
     ema_transformer, ema_text = copy.deepcopy(transformer).eval(), copy.deepcopy(text_encoder).eval()
+    # The prompts without their hundreds of zero rows, which weigh the same through a score bias: same outputs,
+    # about half the time of a half-resolution step (the EMA copies, which are saved, keep the stock processors).
+    cross_attention = use_compact_prompts(transformer)
     generator = torch.Generator().manual_seed(args.seed)
     total = args.low_res_steps + args.steps
     losses = []
@@ -232,7 +238,9 @@ def train_transformer(
         noise = torch.randn(x0.shape, generator=generator)
         s = sigma.view(-1, 1, 1, 1, 1)
         xt = (1 - s) * x0 + s * noise
-        text = encode_prompts(tokenizer, text_encoder, batch_prompts)
+        text, bias = encode_prompts_compact(tokenizer, text_encoder, batch_prompts)
+        for processor in cross_attention:
+            processor.bias = bias
         prediction = transformer(xt, sigma * 1000, text, return_dict=False)[0]
         loss = F.mse_loss(prediction, noise - x0)
         for group in optimizer.param_groups:
@@ -284,10 +292,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--object-weight", type=float, default=9.0, help="extra loss weight of object pixels (VAE)")
     p.add_argument("--clips", type=int, default=1500, help="training clips at each of the two sizes")
     p.add_argument("--encode-batch", type=int, default=8)
-    p.add_argument("--low-res-steps", type=int, default=1600, help="transformer steps at half the size")
-    p.add_argument("--steps", type=int, default=250, help="transformer steps at the full size")
+    p.add_argument("--low-res-steps", type=int, default=6500, help="transformer steps at half the size")
+    p.add_argument("--steps", type=int, default=500, help="transformer steps at the full size")
     p.add_argument("--batch", type=int, default=4)
-    p.add_argument("--lr", type=float, default=6e-4)
+    p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--warmup", type=int, default=100)
     p.add_argument("--shift", type=float, default=2.0)
     p.add_argument("--ema", type=float, default=0.995)

@@ -9,7 +9,14 @@ import torch
 from diffusers import WanPipeline
 
 from dit_sparse.embedded import train
-from dit_sparse.embedded.components import build_text_encoder, build_tokenizer, encode_prompts
+from dit_sparse.embedded.components import (
+    build_text_encoder,
+    build_tokenizer,
+    build_transformer,
+    encode_prompts,
+    encode_prompts_compact,
+    use_compact_prompts,
+)
 
 
 def test_training_writes_a_loadable_pipeline(tmp_path):
@@ -41,6 +48,31 @@ def test_prompt_embeddings_match_the_pipeline(tmp_path):
         ours = encode_prompts(tokenizer, encoder, prompts)
     torch.testing.assert_close(ours, expected, rtol=0, atol=1e-5)
     assert ours[0, 10:].abs().sum() == 0 and ours[0, :10].abs().sum() > 0  # 9 words + </s>, zeros after
+
+
+def test_compact_prompts_give_the_transformer_output_of_the_padded_ones():
+    tokenizer = build_tokenizer()
+    torch.manual_seed(0)
+    encoder = build_text_encoder(len(tokenizer)).eval()
+    transformer = build_transformer().eval()
+    for p in transformer.parameters():  # random weights: make the zero rows' keys matter
+        p.data.normal_(0, 0.1)
+    prompts = ["a red circle moving right and a blue square moving up on a dark background", "a blue square", ""]
+    x = torch.randn(3, 8, 3, 8, 8)
+    t = torch.tensor([900.0, 500.0, 100.0])
+    with torch.no_grad():
+        expected = transformer(x, t, encode_prompts(tokenizer, encoder, prompts), return_dict=False)[0]
+        embeds, bias = encode_prompts_compact(tokenizer, encoder, prompts)
+        assert embeds.shape == (3, 17, 64) and bias[0, 0, 0, -1] == torch.tensor(512.0 - 16).log()  # 15 words + </s>
+        wrappers = use_compact_prompts(transformer)
+        for wrapper in wrappers:
+            wrapper.bias = bias
+        ours = transformer(x, t, embeds, return_dict=False)[0]
+        for wrapper in wrappers:
+            wrapper.bias = torch.zeros_like(bias)
+        unbiased = transformer(x, t, embeds, return_dict=False)[0]
+    torch.testing.assert_close(ours, expected, rtol=1e-4, atol=1e-4)
+    assert (unbiased - expected).abs().max() > 1e-2  # without the bias the padding weighs too little
 
 
 def test_tokenizer_knows_every_prompt_word():
