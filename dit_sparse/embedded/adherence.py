@@ -128,7 +128,7 @@ def measure_adherence(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python benchmarks/prompt_adherence.py [--count 40] [--method radial] [--out adherence.json]``."""
+    """``python benchmarks/prompt_adherence.py [--count 40] [--method radial] [--model DIR] [--out adherence.json]``."""
     import argparse
     import json
 
@@ -140,6 +140,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--method", default="dense", help="a SparseAttentionConfig method (default: dense)")
     parser.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="method parameter")
     parser.add_argument("--block-size", type=int, default=64)
+    parser.add_argument("--model", help="a WanPipeline folder to measure instead of the embedded model")
+    parser.add_argument(
+        "--guidance-scale", type=float, help=f"default: the model's own ({GENERATION_DEFAULTS['guidance_scale']})"
+    )
     parser.add_argument("--out", help="write the full result (every sample) as JSON here")
     parser.add_argument("--no-progress", dest="progress", action="store_false")
     args = parser.parse_args(argv)
@@ -147,15 +151,22 @@ def main(argv: list[str] | None = None) -> int:
     from ..config import SparseAttentionConfig
     from ..integration.apply import apply_sparse_attention
 
-    pipe = load_pipeline()
+    if args.model:
+        from diffusers import WanPipeline
+
+        pipe = WanPipeline.from_pretrained(args.model, local_files_only=True)
+    else:
+        pipe = load_pipeline()
     pipe.set_progress_bar_config(disable=True)
     config = SparseAttentionConfig(args.method, block_size=args.block_size, **parse_params(args.param))
     apply_sparse_attention(pipe, config)
-    result = measure_adherence(
-        pipe, count=args.count, seed=args.seed, call_kwargs=dict(GENERATION_DEFAULTS), progress=args.progress
-    )
+    generation = dict(GENERATION_DEFAULTS)
+    if args.guidance_scale is not None:
+        generation["guidance_scale"] = args.guidance_scale
+    result = measure_adherence(pipe, count=args.count, seed=args.seed, call_kwargs=generation, progress=args.progress)
     result["config"] = config.to_dict()
-    result["generation"] = dict(GENERATION_DEFAULTS)
+    result["generation"] = generation
+    result["model"] = args.model or "embedded"
     print(
         f"{args.method}: colour {result['color_accuracy']:.1%} ({result['count']} samples), "
         f"direction {result['direction_accuracy']:.1%}"

@@ -64,3 +64,19 @@ def test_missing_model_is_a_one_line_error(tmp_path, capsys, monkeypatch):
     assert main(["generate", "--out", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err
     assert "embedded model 'wan-tiny-t2v' is not installed" in err and len(err.strip().splitlines()) == 1
+
+
+def test_adherence_script_measures_a_given_folder_at_a_given_guidance(tmp_path, monkeypatch):
+    from dit_sparse.embedded import adherence
+
+    small = {"height": 32, "width": 32, "num_frames": 5, "num_inference_steps": 2}
+    for key, value in small.items():
+        monkeypatch.setitem(embedded.GENERATION_DEFAULTS, key, value)
+    out = tmp_path / "adherence.json"
+    argv = ["--model", str(embedded.model_path()), "--count", "2", "--guidance-scale", "2", "--out", str(out)]
+    assert adherence.main([*argv, "--no-progress"]) == 0
+    result = json.loads(out.read_text())
+    assert result["generation"] == {**small, "guidance_scale": 2.0}
+    assert result["model"] == str(embedded.model_path()) and result["count"] == 2
+    assert [s["expected_color"] for s in result["samples"]] == ["red", "red"]
+    assert 0.0 <= result["color_accuracy"] <= 1.0 and 0.0 <= result["direction_accuracy"] <= 1.0
