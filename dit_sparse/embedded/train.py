@@ -207,9 +207,7 @@ def _ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> N
             e.lerp_(p, 1 - decay)
 
 
-def train_transformer(
-    data: dict, args: argparse.Namespace, log: dict
-) -> tuple[torch.nn.Module, torch.nn.Module, object]:
+def train_transformer(data: dict, args: argparse.Namespace, log: dict) -> tuple[torch.nn.Module, torch.nn.Module]:
     tokenizer = build_tokenizer()
     text_encoder = build_text_encoder(len(tokenizer)).train()
     transformer = build_transformer().train()
@@ -256,7 +254,7 @@ def train_transformer(
     window = max(1, min(100, len(losses) // 4))
     log["transformer_loss_first"] = float(np.mean(losses[:window]))
     log["transformer_loss_last"] = float(np.mean(losses[-window:]))
-    return ema_transformer, ema_text, tokenizer
+    return ema_transformer, ema_text
 
 
 def _phases(text: str) -> list[tuple[int, int]]:
@@ -325,11 +323,16 @@ def main(argv: list[str] | None = None) -> int:
     vae, data = prepare_latents(args, rng, log)
     log["latent_shape"] = list(data["full"].shape[1:])
     t2 = time.perf_counter()
-    transformer, text_encoder, tokenizer = train_transformer(data, args, log)
+    transformer, text_encoder = train_transformer(data, args, log)
     log["seconds"]["transformer"] = round(time.perf_counter() - t2, 1)
     log["seconds"]["total"] = round(time.perf_counter() - t0, 1)
+    # A fresh tokenizer: the trained one would save the padding state of its last call in tokenizer.json.
     pipe = WanPipeline(
-        tokenizer=tokenizer, text_encoder=text_encoder, transformer=transformer, vae=vae, scheduler=build_scheduler()
+        tokenizer=build_tokenizer(),
+        text_encoder=text_encoder,
+        transformer=transformer,
+        vae=vae,
+        scheduler=build_scheduler(),
     )
     args.out.mkdir(parents=True, exist_ok=True)
     pipe.save_pretrained(args.out, safe_serialization=True)
