@@ -80,3 +80,21 @@ def test_adherence_script_measures_a_given_folder_at_a_given_guidance(tmp_path, 
     assert result["model"] == str(embedded.model_path()) and result["count"] == 2
     assert [s["expected_color"] for s in result["samples"]] == ["red", "red"]
     assert 0.0 <= result["color_accuracy"] <= 1.0 and 0.0 <= result["direction_accuracy"] <= 1.0
+
+
+def test_word_sensitivity_is_zero_without_cross_attention_and_not_with_it(tmp_path):
+    from dit_sparse.embedded.adherence import sensitivity_main, word_sensitivity
+
+    out = tmp_path / "sensitivity.json"
+    assert sensitivity_main(["--model", str(embedded.model_path()), "--out", str(out)]) == 0
+    result = json.loads(out.read_text())["relative_l2"]
+    assert set(result) == {"sigma=0.9", "sigma=0.6", "sigma=0.3"}
+    assert set(result["sigma=0.9"]) == {"empty", "direction", "colour", "shape", "background"}
+    assert result["sigma=0.9"]["colour"] > 0.01  # the shipped model reads the colour word
+
+    deaf = embedded.load_pipeline()
+    for block in deaf.transformer.blocks:  # no path from the text to the video tokens
+        block.attn2.to_out[0].weight.data.zero_()
+        block.attn2.to_out[0].bias.data.zero_()
+    small = word_sensitivity(deaf, sigmas=(0.5,), latent_shape=(8, 3, 8, 8))
+    assert small["sigma=0.5"] == dict.fromkeys(small["sigma=0.5"], 0.0)
