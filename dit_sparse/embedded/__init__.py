@@ -51,14 +51,18 @@ def model_path() -> Path:
     )
 
 
-def load_pipeline(*, device: str | torch.device | None = None, dtype: torch.dtype = torch.float32):
+def load_pipeline(
+    path: str | Path | None = None, *, device: str | torch.device | None = None, dtype: torch.dtype = torch.float32
+):
     """The embedded ``diffusers.WanPipeline``, loaded from local files only (no network).
 
     Args:
+        path (`str` or `Path`, *optional*): another folder of the same kind (e.g. a model just trained by
+            ``python -m dit_sparse.embedded.train``) to load instead; default: the installed embedded model.
         device (`str` or `torch.device`, *optional*): where to move the pipeline; default: leave it on the CPU.
         dtype (`torch.dtype`, defaults to ``torch.float32``): weights' dtype (the model was trained in fp32).
     """
     from diffusers import WanPipeline
 
-    pipe = WanPipeline.from_pretrained(str(model_path()), dtype=dtype, local_files_only=True)
+    pipe = WanPipeline.from_pretrained(str(path or model_path()), dtype=dtype, local_files_only=True)
     return pipe.to(device) if device is not None else pipe

@@ -151,12 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     from ..config import SparseAttentionConfig
     from ..integration.apply import apply_sparse_attention
 
-    if args.model:
-        from diffusers import WanPipeline
-
-        pipe = WanPipeline.from_pretrained(args.model, local_files_only=True)
-    else:
-        pipe = load_pipeline()
+    pipe = load_pipeline(args.model)
     pipe.set_progress_bar_config(disable=True)
     config = SparseAttentionConfig(args.method, block_size=args.block_size, **parse_params(args.param))
     apply_sparse_attention(pipe, config)
@@ -179,8 +174,12 @@ def main(argv: list[str] | None = None) -> int:
 
 # One word of the probe prompt swapped for each attribute the prompts name.
 SENSITIVITY_PROMPT = "a red circle moving right on a dark background"
-SENSITIVITY_SWAPS = {"direction": ("right", "left"), "colour": ("red", "blue"), "shape": ("circle", "square")}
-SENSITIVITY_SWAPS["background"] = ("dark", "light")
+SENSITIVITY_SWAPS = {
+    "direction": ("right", "left"),
+    "colour": ("red", "blue"),
+    "shape": ("circle", "square"),
+    "background": ("dark", "light"),
+}
 
 
 @torch.no_grad()
@@ -225,12 +224,7 @@ def sensitivity_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", help="write the result as JSON here")
     args = parser.parse_args(argv)
-    if args.model:
-        from diffusers import WanPipeline
-
-        pipe = WanPipeline.from_pretrained(args.model, local_files_only=True)
-    else:
-        pipe = load_pipeline()
+    pipe = load_pipeline(args.model)
     result = word_sensitivity(pipe, seed=args.seed)
     for sigma, row in result.items():
         print(f"{sigma}: " + ", ".join(f"{name} {value:.2%}" for name, value in row.items()))

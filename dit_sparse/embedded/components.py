@@ -89,7 +89,18 @@ def encode_prompts(
     Returns (B, max_length, TEXT_DIM). Training calls this with gradients on; the pipeline's own
     ``_get_t5_prompt_embeds`` computes the same thing at generation time.
     """
-    inputs = tokenizer(prompts, padding="max_length", max_length=max_length, truncation=True, return_tensors="pt").to(
+    return _masked_states(tokenizer, text_encoder, prompts, "max_length", max_length)
+
+
+def _masked_states(
+    tokenizer: PreTrainedTokenizerFast,
+    text_encoder: UMT5EncoderModel,
+    prompts: list[str],
+    padding: str,
+    max_length: int,
+) -> torch.Tensor:
+    """Encoder states (B, L, C) of the tokenized prompts, zeroed past each prompt's end."""
+    inputs = tokenizer(prompts, padding=padding, max_length=max_length, truncation=True, return_tensors="pt").to(
         text_encoder.device
     )
     states = text_encoder(inputs.input_ids, inputs.attention_mask).last_hidden_state  # (B, L, C)
@@ -109,14 +120,10 @@ def encode_prompts_compact(
     given both returns what it returns for ``encode_prompts`` (tested), at about half the cost of a training
     step at half resolution.
     """
-    inputs = tokenizer(prompts, padding="longest", max_length=max_length, truncation=True, return_tensors="pt").to(
-        text_encoder.device
-    )
-    length = inputs.input_ids.shape[1]
+    states = _masked_states(tokenizer, text_encoder, prompts, "longest", max_length)  # (B, L, C)
+    length = states.shape[1]
     if length >= max_length:
         raise ValueError(f"a prompt fills all {max_length} tokens; nothing to compact")
-    states = text_encoder(inputs.input_ids, inputs.attention_mask).last_hidden_state  # (B, L, C)
-    states = states * inputs.attention_mask[..., None].to(states.dtype)
     embeds = torch.cat([states, states.new_zeros(states.shape[0], 1, states.shape[2])], dim=1)
     bias = states.new_zeros(1, 1, 1, length + 1)
     bias[..., -1] = math.log(max_length - length)
