@@ -40,7 +40,6 @@ import platform
 import statistics
 import subprocess
 import sys
-import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timezone
@@ -55,7 +54,7 @@ from ..attention import backend_status, block_sparse_attention, list_backends
 from ..kernels import BACKENDS
 from ..kernels.quant import QUANT_MODES
 from ..mask import SUPPORTED_BLOCK_SIZES, BlockSparseMask
-from ..utils import package_version
+from ..utils import median_ms, package_version
 
 logger = logging.getLogger(__name__)
 
@@ -269,28 +268,6 @@ def environment_info(device: torch.device | str | None = None) -> dict[str, Any]
 # --------------------------------------------------------------------------------------------------
 # timing
 # --------------------------------------------------------------------------------------------------
-def _time_ms(fn: Callable[[], Any], device: torch.device, warmup: int, repeats: int) -> float:
-    """Median wall time of ``fn()`` in milliseconds over ``repeats`` calls, after ``warmup`` calls."""
-    for _ in range(warmup):
-        fn()
-    times: list[float] = []
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        for _ in range(repeats):
-            start.record()
-            fn()
-            end.record()
-            end.synchronize()
-            times.append(start.elapsed_time(end))
-    else:
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            fn()
-            times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
-
-
 def _time_paired_ms(
     fn: Callable[[], Any], baseline: Callable[[], Any], device: torch.device, warmup: int, repeats: int
 ) -> tuple[float, float, float]:
@@ -302,7 +279,7 @@ def _time_paired_ms(
     for _ in range(warmup):
         fn()
         baseline()
-    pairs = [(_time_ms(fn, device, 0, 1), _time_ms(baseline, device, 0, 1)) for _ in range(repeats)]
+    pairs = [(median_ms(fn, device, 0, 1), median_ms(baseline, device, 0, 1)) for _ in range(repeats)]
     return (
         statistics.median(p[0] for p in pairs),
         statistics.median(p[1] for p in pairs),
@@ -425,7 +402,7 @@ def _run_dense(
                     # Forced SDPA backends warn about why they cannot run before raising.
                     warnings.simplefilter("ignore")
                     fn()
-                    ms = _time_ms(fn, q.device, warmup, repeats)
+                    ms = median_ms(fn, q.device, warmup, repeats)
             except (RuntimeError, ValueError) as error:  # includes OutOfMemoryError, NotImplementedError
                 reason = _first_line(error)
                 _free_cuda(q.device)

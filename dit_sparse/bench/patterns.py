@@ -235,6 +235,13 @@ def add_source_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
 
 
+def write_rows(args: argparse.Namespace, rows: list[dict]) -> None:
+    """The settings and rows as JSON to ``--out``, when it was given."""
+    if args.out:
+        with open(args.out, "w", encoding="utf-8") as handle:
+            json.dump({"settings": vars(args), "rows": rows}, handle, indent=2)
+
+
 def captured_calls(args: argparse.Namespace) -> list:
     """The calls that :func:`add_source_arguments`' options name."""
     if args.source == "embedded":
@@ -268,9 +275,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{row['family']:<16} {row['target_density']:>6.2f} {row['density']:>8.3f} {param:>10} "
             f"{row['rel_l2']:>8.4f} {row['recall']:>7.3f} {overhead:>12}"
         )
-    if args.out:
-        with open(args.out, "w", encoding="utf-8") as handle:
-            json.dump({"settings": vars(args), "rows": rows}, handle, indent=2)
+    write_rows(args, rows)
     return 0
 
 

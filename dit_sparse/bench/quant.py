@@ -23,7 +23,6 @@ from the trained embedded model mid-generation (``--source embedded``), whose he
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -171,7 +170,7 @@ def quantization_error_table(
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Print the error table for q, k, v captured from a random-weight Wan or the embedded model."""
-    from .patterns import add_source_arguments, captured_calls
+    from .patterns import add_source_arguments, captured_calls, write_rows
 
     parser = argparse.ArgumentParser(
         prog="quant_quality",
@@ -221,9 +220,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{row['precision']:<10} {row['k_offset']:>8g} {row['density']:>8.3f} "
             f"{row['rel_l2_vs_masked']:>17.2e} {row['rel_l2_vs_dense']:>16.2e}"
         )
-    if args.out:
-        with open(args.out, "w", encoding="utf-8") as handle:
-            json.dump({"settings": vars(args), "rows": rows}, handle, indent=2)
+    write_rows(args, rows)
     return 0
 
 

@@ -17,14 +17,14 @@ per-row loop, memory traffic). Two models here:
 from __future__ import annotations
 
 import math
-import statistics
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 import torch
+
+from ..utils import median_ms
 
 COST_KEYS = {
     "flops": ("kind",),
@@ -145,25 +145,6 @@ class CostModel:
             raise ValueError(f"{where}: {error}") from error
 
 
-def _median_ms(fn: Callable[[], Any], device: torch.device, warmup: int, repeats: int) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn()
-            end.record()
-            end.synchronize()
-            times.append(start.elapsed_time(end))
-        else:
-            t0 = time.perf_counter()
-            fn()
-            times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
-
-
 def measure_cost_profile(
     num_tokens: int,
     head_dim: int,
@@ -224,13 +205,13 @@ def measure_cost_profile(
         if chosen_backend == "auto":
             chosen_backend = select_backend(q, mask)
         block_sparse_attention(q, k, v, mask, backend=chosen_backend)  # compile / autotune outside the timing
-        times[count] = _median_ms(
+        times[count] = median_ms(
             lambda mask=mask, backend=chosen_backend: block_sparse_attention(q, k, v, mask, backend=backend),
             device,
             warmup,
             repeats,
         )
-    skip_ms = _median_ms(lambda: v.float().mean(dim=2, keepdim=True), device, warmup, repeats)
+    skip_ms = median_ms(lambda: v.float().mean(dim=2, keepdim=True), device, warmup, repeats)
     dense_ms = times[n_blocks]
     return CostModel(
         kind="measured",
