@@ -32,6 +32,20 @@ def test_reference_empty_rows():
     torch.testing.assert_close(out[..., 64:, :].double(), expected[..., 64:, :], atol=1e-5, rtol=1e-5)
 
 
+def test_the_first_call_of_a_kernel_signature_is_timed_apart():
+    from dit_sparse.attention import first_call_seconds
+
+    q, k, v, mask = make(N=229, D=24)  # a signature no other test uses, so this process has not called it
+    before = first_call_seconds()
+    ds.block_sparse_attention(q, k, v, mask, backend="reference")
+    after_first = first_call_seconds()
+    assert after_first > before
+    ds.block_sparse_attention(q, k, v, mask, backend="reference")  # same signature: not a first call
+    assert first_call_seconds() == after_first
+    ds.block_sparse_attention(q, k, v, mask, backend="reference", return_lse=True)  # another signature
+    assert first_call_seconds() > after_first
+
+
 def test_backends_listing_and_auto():
     status = ds.backend_status("cpu")
     assert set(status) == {"reference", "flex", "triton"}
