@@ -192,6 +192,8 @@ def word_sensitivity(
     with the probe prompt and with each one-word swap (and with the empty prompt); the result is
     ``|v(swapped) - v(prompt)| / |v(prompt)|`` (relative L2) per attribute and sigma. A word the model ignores
     scores near 0 while the others do not. Prompt embeddings are the pipeline's own (512 padded rows).
+    Under ``"text_encoder"`` the same relative L2 for the prompt embeddings themselves: a word the text
+    encoder barely separates cannot steer the transformer much.
     """
     prompts = {"prompt": SENSITIVITY_PROMPT, "empty": ""}
     prompts.update({k: SENSITIVITY_PROMPT.replace(a, b) for k, (a, b) in SENSITIVITY_SWAPS.items()})
@@ -200,8 +202,15 @@ def word_sensitivity(
         name: pipe.encode_prompt(text, do_classifier_free_guidance=False, device=device)[0].to(dtype)
         for name, text in prompts.items()
     }
+    base = embeds["prompt"].float()
+    result: dict[str, dict[str, float]] = {
+        "text_encoder": {
+            name: round((e.float() - base).norm().item() / base.norm().item(), 5)
+            for name, e in embeds.items()
+            if name != "prompt"
+        }
+    }
     latent = torch.randn((1, *latent_shape), generator=torch.Generator("cpu").manual_seed(seed)).to(device, dtype)
-    result: dict[str, dict[str, float]] = {}
     for sigma in sigmas:
         t = torch.full((1,), sigma * 1000.0, device=device, dtype=dtype)
         v = {name: pipe.transformer(latent, t, e, return_dict=False)[0].float() for name, e in embeds.items()}
@@ -226,8 +235,8 @@ def sensitivity_main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     pipe = load_pipeline(args.model)
     result = word_sensitivity(pipe, seed=args.seed)
-    for sigma, row in result.items():
-        print(f"{sigma}: " + ", ".join(f"{name} {value:.2%}" for name, value in row.items()))
+    for where, row in result.items():
+        print(f"{where}: " + ", ".join(f"{name} {value:.2%}" for name, value in row.items()))
     if args.out:
         with open(args.out, "w") as f:
             json.dump(

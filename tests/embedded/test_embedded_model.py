@@ -88,9 +88,10 @@ def test_word_sensitivity_is_zero_without_cross_attention_and_not_with_it(tmp_pa
     out = tmp_path / "sensitivity.json"
     assert sensitivity_main(["--model", str(embedded.model_path()), "--out", str(out)]) == 0
     result = json.loads(out.read_text())["relative_l2"]
-    assert set(result) == {"sigma=0.9", "sigma=0.6", "sigma=0.3"}
+    assert set(result) == {"text_encoder", "sigma=0.9", "sigma=0.6", "sigma=0.3"}
     assert set(result["sigma=0.9"]) == {"empty", "direction", "colour", "shape", "background"}
     assert result["sigma=0.9"]["colour"] > 0.01  # the shipped model reads the colour word
+    assert all(value > 0.01 for value in result["text_encoder"].values())  # every swap changes the embedding
 
     deaf = embedded.load_pipeline()
     for block in deaf.transformer.blocks:  # no path from the text to the video tokens
@@ -98,3 +99,4 @@ def test_word_sensitivity_is_zero_without_cross_attention_and_not_with_it(tmp_pa
         block.attn2.to_out[0].bias.data.zero_()
     small = word_sensitivity(deaf, sigmas=(0.5,), latent_shape=(8, 3, 8, 8))
     assert small["sigma=0.5"] == dict.fromkeys(small["sigma=0.5"], 0.0)
+    assert small["text_encoder"] == result["text_encoder"]  # the text encoder was left as it was
