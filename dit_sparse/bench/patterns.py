@@ -84,7 +84,7 @@ def bisect_density(build: Callable[[float], Any], target: float, low: float, hig
 # dynamic method -> (config keyword that sets its density, parameter range); each call searches anew
 DYNAMIC = {
     "sparsed": ("tau", (1e-4, 1.0), {}),
-    "adaspa": ("density", (1e-3, 1.0), {"search_steps": (0,)}),
+    "adaspa": ("density", (1e-3, 1.0), {}),  # searches at the call's own step (set in dynamic_plan)
     "xattention": ("tau", (1e-4, 1.0), {"warmup_steps": 0, "stride": 8}),
     "draft": ("fraction", (1e-4, 1.0), {"window": (4, 8)}),
 }
@@ -97,6 +97,8 @@ def dynamic_plan(method: str, call: Any, value: float, block_size: int):
     from ..methods import AttentionCall, build_method
 
     knob, _, extra = DYNAMIC[method]
+    if method == "adaspa":  # a search step other than the call's would return "dense, not searched yet"
+        extra = {**extra, "search_steps": (call.step,)}
     config = SparseAttentionConfig(method, block_size=block_size, **{knob: min(value, 1.0)}, **extra)
     spec = next(s for s in SPECS if s.name == "wan")
     attention_call = AttentionCall(0, call.step, None, call.layout, call.q, call.k, call.v)

@@ -20,7 +20,8 @@ def test_fit_density_finds_the_closest_width():
 def test_pattern_quality_rows_and_the_dense_limit():
     layout = VideoLayout(4, 4, 4)
     q, k, v = (torch.randn(1, 2, layout.num_tokens, 16) for _ in range(3))
-    call = CapturedAttention(layer=0, step=0, context=None, layout=layout, q=q, k=k, v=v)
+    # a call from a later step (the embedded source captures step 10): every dynamic method searches there
+    call = CapturedAttention(layer=0, step=7, context=None, layout=layout, q=q, k=k, v=v)
     rows = pattern_quality([call], densities=[1.0, 0.3], block_size=16)
     assert {row["family"] for row in rows} == {*FAMILIES, "random", *DYNAMIC}
     for row in rows:
