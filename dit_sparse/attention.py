@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import math
-import time
 
 import torch
 
 from .kernels import BACKENDS, quantized_backends
 from .kernels.quant import check_quant
 from .mask import BlockSparseMask
+from .utils import synchronized_clock
 
 _DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
@@ -156,17 +156,11 @@ def block_sparse_attention(
         signature = (backend, quant, return_lse, *q.shape, *k.shape, q.dtype, q.device, mask.block_size, mask.batch)
     first = signature is not None and signature not in _first_calls
     if first:
-        start = _synchronized_clock(q.device)
+        start = synchronized_clock(q.device)
     if quant is None:
         out, lse = chosen.forward(q, k, v, mask, float(scale), return_lse)
     else:
         out, lse = chosen.quantized_forward(q, k, v, mask, float(scale), return_lse, quant)
     if first:
-        _first_calls[signature] = _synchronized_clock(q.device) - start
+        _first_calls[signature] = synchronized_clock(q.device) - start
     return (out, lse) if return_lse else out
-
-
-def _synchronized_clock(device: torch.device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter()

@@ -6,7 +6,6 @@ import inspect
 import json
 import logging
 import os
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +17,7 @@ from .attention import first_call_seconds
 from .config import SparseAttentionConfig
 from .integration.apply import _transformers, apply_sparse_attention, remove_sparse_attention, summary
 from .integration.specs import spec_for
+from .utils import synchronized_clock
 
 logger = logging.getLogger(__name__)
 
@@ -137,10 +137,7 @@ def _transformer_device(pipe) -> torch.device:
 
 
 def _now(pipe) -> float:
-    device = _transformer_device(pipe)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter()
+    return synchronized_clock(_transformer_device(pipe))
 
 
 def init_context_parallel(ulysses: int, device: str | None = None) -> tuple[str, int]:

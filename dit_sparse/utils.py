@@ -19,6 +19,13 @@ def package_version(name: str) -> str | None:
         return None
 
 
+def synchronized_clock(device: torch.device) -> float:
+    """``time.perf_counter()`` once the work queued on ``device`` has finished (a CUDA synchronize first)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
 def median_ms(fn: Callable[[], Any], device: torch.device, warmup: int, repeats: int) -> float:
     """Median wall time of ``fn()`` in milliseconds over ``repeats`` calls, after ``warmup`` untimed calls.
 

@@ -202,22 +202,21 @@ def word_sensitivity(
         name: pipe.encode_prompt(text, do_classifier_free_guidance=False, device=device)[0].to(dtype)
         for name, text in prompts.items()
     }
-    base = embeds["prompt"].float()
-    result: dict[str, dict[str, float]] = {
-        "text_encoder": {
-            name: round((e.float() - base).norm().item() / base.norm().item(), 5)
-            for name, e in embeds.items()
+
+    def changes(values: dict[str, torch.Tensor]) -> dict[str, float]:
+        base = values["prompt"].float()
+        return {
+            name: round((x.float() - base).norm().item() / base.norm().item(), 5)
+            for name, x in values.items()
             if name != "prompt"
         }
-    }
+
+    result = {"text_encoder": changes(embeds)}
     latent = torch.randn((1, *latent_shape), generator=torch.Generator("cpu").manual_seed(seed)).to(device, dtype)
     for sigma in sigmas:
         t = torch.full((1,), sigma * 1000.0, device=device, dtype=dtype)
-        v = {name: pipe.transformer(latent, t, e, return_dict=False)[0].float() for name, e in embeds.items()}
-        norm = v["prompt"].norm().item()
-        result[f"sigma={sigma}"] = {
-            name: round((v[name] - v["prompt"]).norm().item() / norm, 5) for name in prompts if name != "prompt"
-        }
+        v = {name: pipe.transformer(latent, t, e, return_dict=False)[0] for name, e in embeds.items()}
+        result[f"sigma={sigma}"] = changes(v)
     return result
 
 
