@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .scenes import COLORS, DIRECTIONS, evaluation_scenes
+from .scenes import COLORS, DIRECTIONS, evaluation_scenes, render
 
 
 @dataclass(frozen=True)
@@ -77,6 +77,21 @@ def read_object(video: np.ndarray, *, threshold: float = 40.0, min_travel: float
     return ObjectReading(color, direction, (dy, dx), fraction)
 
 
+def contact_sheet(videos: list[np.ndarray], frames: int = 5) -> np.ndarray:
+    """One row per video of ``frames`` evenly spaced frames (first and last included): (rows*H, frames*W, 3) uint8.
+
+    What the adherence numbers were read from, for a reader to look at: a moving object shows as the same
+    shape stepping across a row.
+    """
+    if not videos:
+        raise ValueError("no videos to lay out")
+    shape = videos[0].shape
+    if any(v.shape != shape for v in videos) or len(shape) != 4 or shape[-1] != 3:
+        raise ValueError(f"expected videos of one (T, H, W, 3) shape, got {sorted({tuple(v.shape) for v in videos})}")
+    picks = np.linspace(0, shape[0] - 1, num=min(frames, shape[0])).round().astype(int)
+    return np.concatenate([np.concatenate(list(v[picks]), axis=1) for v in videos], axis=0)
+
+
 def measure_adherence(
     pipe,
     *,
@@ -84,6 +99,7 @@ def measure_adherence(
     seed: int = 0,
     call_kwargs: dict[str, Any] | None = None,
     progress: bool = True,
+    keep_videos: bool = False,
 ) -> dict[str, Any]:
     """Generate ``count`` seeded samples and score colour and direction against their prompts.
 
@@ -93,11 +109,12 @@ def measure_adherence(
         seed (`int`, defaults to 0): sample i uses generator seed ``seed + i``.
         call_kwargs (`dict`, *optional*): extra pipeline arguments (size, steps, guidance).
         progress (`bool`, defaults to True): show a progress bar.
+        keep_videos (`bool`, defaults to False): also return the generated videos under ``"videos"``.
 
     Returns:
         ``{"count", "color_accuracy", "direction_accuracy", "samples": [{"prompt", "color", "direction", ...}]}``
     """
-    samples = []
+    samples, videos = [], []
     for i, scene in enumerate(tqdm(evaluation_scenes(count), desc="adherence", disable=not progress)):
         obj = scene.objects[0]
         generator = torch.Generator("cpu").manual_seed(seed + i)
@@ -105,6 +122,8 @@ def measure_adherence(
         frames = pipe(scene.prompt, generator=generator, **kwargs).frames[0]
         video = np.clip(np.round(np.asarray(frames) * 255.0), 0, 255).astype(np.uint8)
         reading = read_object(video)
+        if keep_videos:
+            videos.append(video)
         samples.append(
             {
                 "prompt": scene.prompt,
@@ -118,13 +137,16 @@ def measure_adherence(
         )
     color_hits = sum(s["color"] == s["expected_color"] for s in samples)
     direction_hits = sum(s["direction"] == s["expected_direction"] for s in samples)
-    return {
+    result = {
         "count": len(samples),
         "color_accuracy": color_hits / max(len(samples), 1),
         "direction_accuracy": direction_hits / max(len(samples), 1),
         "directions": list(DIRECTIONS),
         "samples": samples,
     }
+    if keep_videos:
+        result["videos"] = videos
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -145,6 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         "--guidance-scale", type=float, help=f"default: the model's own ({GENERATION_DEFAULTS['guidance_scale']})"
     )
     parser.add_argument("--out", help="write the full result (every sample) as JSON here")
+    parser.add_argument("--sheet", help="write a PNG contact sheet here: one row of 5 frames per sample, in order")
     parser.add_argument("--no-progress", dest="progress", action="store_false")
     args = parser.parse_args(argv)
     from ..cli._args import parse_params
@@ -158,7 +181,18 @@ def main(argv: list[str] | None = None) -> int:
     generation = dict(GENERATION_DEFAULTS)
     if args.guidance_scale is not None:
         generation["guidance_scale"] = args.guidance_scale
-    result = measure_adherence(pipe, count=args.count, seed=args.seed, call_kwargs=generation, progress=args.progress)
+    result = measure_adherence(
+        pipe,
+        count=args.count,
+        seed=args.seed,
+        call_kwargs=generation,
+        progress=args.progress,
+        keep_videos=bool(args.sheet),
+    )
+    if args.sheet:
+        import imageio.v3 as iio
+
+        iio.imwrite(args.sheet, contact_sheet(result.pop("videos")))
     result["config"] = config.to_dict()
     result["generation"] = generation
     result["model"] = args.model or "embedded"
@@ -220,6 +254,87 @@ def word_sensitivity(
     return result
 
 
+OPPOSITE_DIRECTIONS = {"left": "right", "right": "left", "up": "down", "down": "up"}
+
+
+@torch.no_grad()
+def direction_steering(
+    pipe,
+    *,
+    strengths: tuple[float, ...] = (0.6, 0.8, 0.9, 1.0),
+    count: int = 16,
+    seed: int = 0,
+    call_kwargs: dict[str, Any] | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Does the direction word steer a sample, or only the noise? Video-to-video from rendered clips.
+
+    For each of ``count`` evaluation scenes (``scenes.evaluation_scenes``), the clip is rendered at the call's
+    size, encoded, noised to the sigma that ``strength`` selects and sampled back to a video with diffusers'
+    stock ``WanVideoToVideoPipeline`` (built from ``pipe``'s components), once with the scene's prompt and once
+    with its direction word replaced by the opposite one; ``read_object`` reads the direction of each result.
+    Per strength: ``follows_clip`` (true prompt: the result moves as the clip did), ``swapped_follows_word``
+    (swapped prompt: the result moves as the swapped word says) and ``swapped_follows_clip``. A model that
+    uses the word has ``swapped_follows_word`` rising towards 1 as the strength (the starting noise) rises;
+    strength 1.0 starts from pure noise, where the clip carries no information.
+    """
+    from diffusers import WanVideoToVideoPipeline
+    from PIL import Image
+
+    if not strengths or not all(0.0 < s <= 1.0 for s in strengths):
+        raise ValueError(f"strengths must be in (0, 1], got {list(strengths)}")
+
+    v2v = WanVideoToVideoPipeline(
+        tokenizer=pipe.tokenizer,
+        text_encoder=pipe.text_encoder,
+        transformer=pipe.transformer,
+        vae=pipe.vae,
+        scheduler=pipe.scheduler,
+    )
+    v2v.set_progress_bar_config(disable=True)
+    kwargs = dict(call_kwargs or {})
+    frames, height, width = kwargs.pop("num_frames", 17), kwargs.get("height", 128), kwargs.get("width", 128)
+    steps = kwargs.get("num_inference_steps", 50)
+    guided = kwargs.get("guidance_scale", 5.0) > 1.0
+    scenes = evaluation_scenes(count)
+    clips = [[Image.fromarray(frame) for frame in render(scene, frames, height, width)] for scene in scenes]
+    rows: dict[str, Any] = {}
+    for strength in strengths:
+        v2v.scheduler.set_timesteps(steps)
+        start = steps - min(int(steps * strength), steps)
+        counts = {"follows_clip": 0, "swapped_follows_word": 0, "swapped_follows_clip": 0}
+        for i, (scene, clip) in enumerate(
+            tqdm(list(zip(scenes, clips, strict=True)), desc=f"steering {strength}", disable=not progress)
+        ):
+            direction = scene.objects[0].direction
+            swapped = scene.prompt.replace(f"moving {direction}", f"moving {OPPOSITE_DIRECTIONS[direction]}")
+            readings = []
+            for prompt in (scene.prompt, swapped):
+                # Embedded by the text-to-video pipeline (the video-to-video one cleans prompts with ftfy, which
+                # diffusers does not install); with the empty negative prompt, as both pipelines would use.
+                embeds, negative = pipe.encode_prompt(prompt, do_classifier_free_guidance=guided)
+                generator = torch.Generator("cpu").manual_seed(seed + i)
+                out = v2v(
+                    video=clip,
+                    prompt_embeds=embeds,
+                    negative_prompt_embeds=negative,
+                    strength=strength,
+                    generator=generator,
+                    output_type="np",
+                    **kwargs,
+                )
+                video = np.clip(np.round(np.asarray(out.frames[0]) * 255.0), 0, 255).astype(np.uint8)
+                readings.append(read_object(video).direction)
+            counts["follows_clip"] += readings[0] == direction
+            counts["swapped_follows_word"] += readings[1] == OPPOSITE_DIRECTIONS[direction]
+            counts["swapped_follows_clip"] += readings[1] == direction
+        rows[f"strength={strength}"] = {
+            "start_sigma": round(float(v2v.scheduler.sigmas[start]), 4),
+            **{name: hits / count for name, hits in counts.items()},
+        }
+    return {"count": count, "call": {"num_frames": frames, **kwargs}, "rows": rows}
+
+
 def sensitivity_main(argv: list[str] | None = None) -> int:
     """``python benchmarks/prompt_sensitivity.py [--model DIR] [--out sensitivity.json]``."""
     import argparse
@@ -230,15 +345,31 @@ def sensitivity_main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="How much the embedded transformer's prediction depends on each word.")
     parser.add_argument("--model", help="a WanPipeline folder to probe instead of the embedded model")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--steering",
+        metavar="S1,S2,...",
+        help="also run direction_steering at these video-to-video strengths (e.g. 0.6,0.8,0.9,1.0)",
+    )
+    parser.add_argument("--steering-count", type=int, default=16, help="scenes per steering strength")
     parser.add_argument("--out", help="write the result as JSON here")
     args = parser.parse_args(argv)
     pipe = load_pipeline(args.model)
+    pipe.set_progress_bar_config(disable=True)
     result = word_sensitivity(pipe, seed=args.seed)
     for where, row in result.items():
         print(f"{where}: " + ", ".join(f"{name} {value:.2%}" for name, value in row.items()))
+    report = {"prompt": SENSITIVITY_PROMPT, "model": args.model or "embedded", "relative_l2": result}
+    if args.steering:
+        from . import GENERATION_DEFAULTS
+
+        strengths = tuple(float(v) for v in args.steering.split(","))
+        steering = direction_steering(
+            pipe, strengths=strengths, count=args.steering_count, seed=args.seed, call_kwargs=dict(GENERATION_DEFAULTS)
+        )
+        for where, row in steering["rows"].items():
+            print(f"steering {where}: " + ", ".join(f"{name} {value:.2f}" for name, value in row.items()))
+        report["direction_steering"] = steering
     if args.out:
         with open(args.out, "w") as f:
-            json.dump(
-                {"prompt": SENSITIVITY_PROMPT, "model": args.model or "embedded", "relative_l2": result}, f, indent=2
-            )
+            json.dump(report, f, indent=2)
     return 0

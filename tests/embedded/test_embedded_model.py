@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import imageio.v3 as iio
 import numpy as np
 import pytest
 from diffusers import WanPipeline
@@ -73,8 +74,10 @@ def test_adherence_script_measures_a_given_folder_at_a_given_guidance(tmp_path, 
     for key, value in small.items():
         monkeypatch.setitem(embedded.GENERATION_DEFAULTS, key, value)
     out = tmp_path / "adherence.json"
+    sheet = tmp_path / "sheet.png"
     argv = ["--model", str(embedded.model_path()), "--count", "2", "--guidance-scale", "2", "--out", str(out)]
-    assert adherence.main([*argv, "--no-progress"]) == 0
+    assert adherence.main([*argv, "--sheet", str(sheet), "--no-progress"]) == 0
+    assert iio.imread(sheet).shape == (2 * 32, 5 * 32, 3)  # a row of 5 frames per sample
     result = json.loads(out.read_text())
     assert result["generation"] == {**small, "guidance_scale": 2.0}
     assert result["model"] == str(embedded.model_path()) and result["count"] == 2
@@ -100,3 +103,22 @@ def test_word_sensitivity_is_zero_without_cross_attention_and_not_with_it(tmp_pa
     small = word_sensitivity(deaf, sigmas=(0.5,), latent_shape=(8, 3, 8, 8))
     assert small["sigma=0.5"] == dict.fromkeys(small["sigma=0.5"], 0.0)
     assert small["text_encoder"] == result["text_encoder"]  # the text encoder was left as it was
+
+
+def test_direction_steering_runs_video_to_video_and_a_deaf_model_ignores_the_swap():
+    from dit_sparse.embedded.adherence import direction_steering
+
+    deaf = embedded.load_pipeline()
+    for block in deaf.transformer.blocks:  # no path from the text to the video tokens
+        block.attn2.to_out[0].weight.data.zero_()
+        block.attn2.to_out[0].bias.data.zero_()
+    small = {"height": 32, "width": 32, "num_frames": 5, "num_inference_steps": 2, "guidance_scale": 5.0}
+    result = direction_steering(deaf, strengths=(0.5, 1.0), count=4, call_kwargs=small, progress=False)
+    rows = result["rows"]
+    assert set(rows) == {"strength=0.5", "strength=1.0"} and result["count"] == 4
+    assert rows["strength=1.0"]["start_sigma"] > rows["strength=0.5"]["start_sigma"] > 0.0
+    for row in rows.values():  # the swapped word cannot change what a deaf model draws
+        assert row["swapped_follows_clip"] == row["follows_clip"]
+        assert all(0.0 <= row[k] <= 1.0 for k in ("follows_clip", "swapped_follows_word", "swapped_follows_clip"))
+    with pytest.raises(ValueError, match="strengths"):
+        direction_steering(deaf, strengths=(0.0,), count=1, call_kwargs=small)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dit_sparse.embedded.adherence import read_object
+from dit_sparse.embedded.adherence import contact_sheet, read_object
 from dit_sparse.embedded.scenes import (
     BACKGROUNDS,
     COLORS,
@@ -107,3 +107,17 @@ def test_reader_reports_no_motion_and_no_object():
     assert read_object(blank) == read_object(blank) and read_object(blank).color == "none"
     with pytest.raises(ValueError, match="expected a"):
         read_object(still[0])
+
+
+def test_contact_sheet_lays_out_evenly_spaced_frames_one_row_per_video():
+    videos = [render(scene, 17, 32, 48) for scene in evaluation_scenes(3)]
+    sheet = contact_sheet(videos, frames=5)
+    assert sheet.shape == (3 * 32, 5 * 48, 3) and sheet.dtype == np.uint8
+    for row, video in enumerate(videos):  # frames 0, 4, 8, 12, 16 of each video, left to right
+        for col, frame in enumerate((0, 4, 8, 12, 16)):
+            np.testing.assert_array_equal(sheet[row * 32 : (row + 1) * 32, col * 48 : (col + 1) * 48], video[frame])
+    assert contact_sheet([videos[0][:3]], frames=5).shape == (32, 3 * 48, 3)  # fewer frames than asked
+    with pytest.raises(ValueError, match="one"):
+        contact_sheet([videos[0], videos[1][:5]])
+    with pytest.raises(ValueError, match="no videos"):
+        contact_sheet([])
