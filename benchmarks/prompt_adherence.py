@@ -2,6 +2,7 @@
 
 python benchmarks/prompt_adherence.py                              # dense
 python benchmarks/prompt_adherence.py --method radial --out radial.json
+python benchmarks/prompt_adherence.py --sheet sheet.png      # also every sample as a row of 5 frames
 """
 
 from dit_sparse.embedded.adherence import main

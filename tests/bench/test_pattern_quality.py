@@ -38,12 +38,17 @@ def test_embedded_source_captures_every_layer_of_the_trained_model():
 
     import pytest
 
+    from dit_sparse import embedded
     from dit_sparse.bench.patterns import add_source_arguments, captured_calls
 
     parser = argparse.ArgumentParser()
     add_source_arguments(parser)
     calls = captured_calls(parser.parse_args(["--source", "embedded", "--step", "19"]))
     assert sorted((c.layer, c.context) for c in calls) == [(layer, c) for layer in range(4) for c in ("cond", "uncond")]
-    assert all(c.step == 19 and c.layout == VideoLayout(9, 16, 16) and c.q.shape == (1, 4, 2304, 32) for c in calls)
+    config = embedded.load_pipeline().transformer.config
+    heads, head_dim = config.num_attention_heads, config.attention_head_dim
+    assert all(
+        c.step == 19 and c.layout == VideoLayout(9, 16, 16) and c.q.shape == (1, heads, 2304, head_dim) for c in calls
+    )
     with pytest.raises(ValueError, match=r"step must be in \[0, 20\)"):
         captured_calls(parser.parse_args(["--source", "embedded", "--step", "20"]))
