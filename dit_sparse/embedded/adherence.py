@@ -22,6 +22,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..generation import _as_frames
+from . import GENERATION_DEFAULTS
 from .scenes import COLORS, DIRECTIONS, evaluation_scenes, render
 
 
@@ -119,8 +121,7 @@ def measure_adherence(
         obj = scene.objects[0]
         generator = torch.Generator("cpu").manual_seed(seed + i)
         kwargs = {"output_type": "np", **(call_kwargs or {})}
-        frames = pipe(scene.prompt, generator=generator, **kwargs).frames[0]
-        video = np.clip(np.round(np.asarray(frames) * 255.0), 0, 255).astype(np.uint8)
+        video = _as_frames(pipe(scene.prompt, generator=generator, **kwargs))
         reading = read_object(video)
         if keep_videos:
             videos.append(video)
@@ -154,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
     import json
 
-    from . import GENERATION_DEFAULTS, load_pipeline
+    from . import load_pipeline
 
     parser = argparse.ArgumentParser(description="Colour and direction adherence of the embedded model.")
     parser.add_argument("--count", type=int, default=40)
@@ -270,9 +271,10 @@ def direction_steering(
     """Does the direction word steer a sample, or only the noise? Video-to-video from rendered clips.
 
     For each of ``count`` evaluation scenes (``scenes.evaluation_scenes``), the clip is rendered at the call's
-    size, encoded, noised to the sigma that ``strength`` selects and sampled back to a video with diffusers'
-    stock ``WanVideoToVideoPipeline`` (built from ``pipe``'s components), once with the scene's prompt and once
-    with its direction word replaced by the opposite one; ``read_object`` reads the direction of each result.
+    size (``call_kwargs`` over ``GENERATION_DEFAULTS``), encoded, noised to the sigma that ``strength``
+    selects and sampled back to a video with diffusers' stock ``WanVideoToVideoPipeline`` (built from
+    ``pipe``'s components), once with the scene's prompt and once with its direction word replaced by the
+    opposite one; ``read_object`` reads the direction of each result.
     Per strength: ``follows_clip`` (true prompt: the result moves as the clip did), ``swapped_follows_word``
     (swapped prompt: the result moves as the swapped word says) and ``swapped_follows_clip``. A model that
     uses the word has ``swapped_follows_word`` rising towards 1 as the strength (the starting noise) rises;
@@ -292,16 +294,17 @@ def direction_steering(
         scheduler=pipe.scheduler,
     )
     v2v.set_progress_bar_config(disable=True)
-    kwargs = dict(call_kwargs or {})
-    frames, height, width = kwargs.pop("num_frames", 17), kwargs.get("height", 128), kwargs.get("width", 128)
-    steps = kwargs.get("num_inference_steps", 50)
-    guided = kwargs.get("guidance_scale", 5.0) > 1.0
+    kwargs = {**GENERATION_DEFAULTS, **(call_kwargs or {})}
+    frames, height, width = kwargs.pop("num_frames"), kwargs["height"], kwargs["width"]
+    steps = kwargs["num_inference_steps"]
+    guided = kwargs["guidance_scale"] > 1.0
     scenes = evaluation_scenes(count)
     clips = [[Image.fromarray(frame) for frame in render(scene, frames, height, width)] for scene in scenes]
     rows: dict[str, Any] = {}
     for strength in strengths:
         v2v.scheduler.set_timesteps(steps)
-        start = steps - min(int(steps * strength), steps)
+        _, run_steps = v2v.get_timesteps(steps, v2v.scheduler.timesteps, strength, "cpu")  # the pipeline's own cut
+        start = steps - run_steps
         counts = {"follows_clip": 0, "swapped_follows_word": 0, "swapped_follows_clip": 0}
         for i, (scene, clip) in enumerate(
             tqdm(list(zip(scenes, clips, strict=True)), desc=f"steering {strength}", disable=not progress)
@@ -323,8 +326,7 @@ def direction_steering(
                     output_type="np",
                     **kwargs,
                 )
-                video = np.clip(np.round(np.asarray(out.frames[0]) * 255.0), 0, 255).astype(np.uint8)
-                readings.append(read_object(video).direction)
+                readings.append(read_object(_as_frames(out)).direction)
             counts["follows_clip"] += readings[0] == direction
             counts["swapped_follows_word"] += readings[1] == OPPOSITE_DIRECTIONS[direction]
             counts["swapped_follows_clip"] += readings[1] == direction
@@ -360,12 +362,8 @@ def sensitivity_main(argv: list[str] | None = None) -> int:
         print(f"{where}: " + ", ".join(f"{name} {value:.2%}" for name, value in row.items()))
     report = {"prompt": SENSITIVITY_PROMPT, "model": args.model or "embedded", "relative_l2": result}
     if args.steering:
-        from . import GENERATION_DEFAULTS
-
         strengths = tuple(float(v) for v in args.steering.split(","))
-        steering = direction_steering(
-            pipe, strengths=strengths, count=args.steering_count, seed=args.seed, call_kwargs=dict(GENERATION_DEFAULTS)
-        )
+        steering = direction_steering(pipe, strengths=strengths, count=args.steering_count, seed=args.seed)
         for where, row in steering["rows"].items():
             print(f"steering {where}: " + ", ".join(f"{name} {value:.2f}" for name, value in row.items()))
         report["direction_steering"] = steering
