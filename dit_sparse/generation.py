@@ -257,6 +257,10 @@ def speed_report(dense: dict, sparse: dict) -> dict[str, Any]:
         "attention_flops_saved": None if density is None else 1.0 - density,
         "searches": sparse.get("searches"),
         "reuses": sparse.get("reuses"),
+        # dit-sparse's own work outside the attention kernels (decisions, masks, permutations, hooks)
+        "overhead_seconds": sparse.get("overhead_seconds"),
+        "overhead_fraction": sparse.get("overhead_fraction"),
+        "full_mask_calls": sparse.get("full_mask_calls"),
     }
 
 
@@ -292,6 +296,13 @@ def markdown_table(report: dict) -> str:
         f"method {report['method']}, mean density {speed['mean_density']:.3f} "
         f"(attention FLOPs saved {100 * speed['attention_flops_saved']:.1f}%)",
     ]
+    if speed.get("overhead_seconds") is not None:
+        fraction = speed.get("overhead_fraction") or 0.0
+        lines.append(
+            f"dit-sparse's own work outside the kernels: {speed['overhead_seconds']:.3f} s "
+            f"({100 * fraction:.1f}% of sparse self-attention); {speed.get('full_mask_calls') or 0} calls "
+            "kept every block and ran dense"
+        )
     if quality:
         lines.append(f"PSNR {quality.get('psnr'):.2f} dB, SSIM {quality.get('ssim'):.4f} (sparse vs dense, same seed)")
     return "\n".join(lines)

@@ -250,6 +250,12 @@ class BlockSparseMask:
         """
         return float(self.density_per_head().mean())
 
+    def is_full(self) -> bool:
+        """Whether every block is kept, i.e. the mask is dense attention (cached)."""
+        if "full" not in self._derived:
+            self._derived["full"] = bool(self.blocks.all())
+        return self._derived["full"]
+
     @property
     def kv_num_blocks(self) -> torch.Tensor:
         """(B or 1, H, nQ) int32: how many kv blocks each q block keeps."""

@@ -48,12 +48,14 @@ def test_the_first_call_of_a_kernel_signature_is_timed_apart():
 
 def test_backends_listing_and_auto():
     status = ds.backend_status("cpu")
-    assert set(status) == {"reference", "flex", "triton"}
+    assert set(status) == {"reference", "gather", "flex", "triton"}
     assert status["reference"] is None
     assert "reference" in ds.list_backends("cpu")
     q, _, _, mask = make()
     assert ds.select_backend(q, mask) in ds.list_backends("cpu")
     assert ds.select_backend(q, mask) != "triton"  # the interpreter is never chosen by auto
+    assert ds.select_backend(q, mask) == ds.select_backend(q, mask, return_lse=True) == "gather"
+    assert "CPU only" in ds.backend_status("meta")["gather"]
 
 
 @pytest.mark.parametrize(

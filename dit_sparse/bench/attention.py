@@ -149,9 +149,9 @@ def _dtype_name(dtype: torch.dtype) -> str:
 
 
 def default_backends(device: torch.device | str | None = None) -> list[str]:
-    """Backends available on ``device``, except Triton on a CPU (its interpreter is for tests, not timing)."""
+    """Backends available on ``device`` (Triton on a CPU excepted: its interpreter is for tests), then ``auto``."""
     device = _resolve_device(device)
-    return [name for name in list_backends(device) if not (name == "triton" and device.type == "cpu")]
+    return [name for name in list_backends(device) if not (name == "triton" and device.type == "cpu")] + ["auto"]
 
 
 def default_settings(device: torch.device | str | None = None) -> dict[str, Any]:
@@ -172,6 +172,7 @@ def default_settings(device: torch.device | str | None = None) -> dict[str, Any]
         "max_reference_bytes": DEFAULT_MAX_REFERENCE_BYTES,
         "seed": 0,
         "quant": [],
+        "lse": False,
     }
     if device.type == "cuda":
         return {
@@ -429,6 +430,7 @@ def _run_sparse(
     skip: str | None,
     quant: str | None = None,
     prequantized: bool = False,
+    return_lse: bool = False,
 ) -> dict[str, Any]:
     """Row of one block-sparse backend at one density; ``skip`` is a reason known before trying.
 
@@ -436,16 +438,18 @@ def _run_sparse(
     ``speedup_vs_sdpa``. ``quant`` times the call with ``quant=quant``; ``prequantized`` (triton only)
     times the quantized kernel alone, on Q/K quantized once before timing.
     """
-    label = _label(backend, quant, prequantized)
+    label = _label(backend, quant, prequantized, return_lse)
     bar.set_postfix_str(f"N={case['seq_len']} D={case['head_dim']} {label} density={density:g}")
     ms = paired_sdpa_ms = ratio = None
-    if skip is None and prequantized:
-        skip = BACKENDS[backend].unsupported_reason(q, mask, False)
+    if skip is None and (prequantized or return_lse) and backend in BACKENDS:
+        skip = BACKENDS[backend].unsupported_reason(q, mask, return_lse)
     if skip is None:
         if prequantized:
             fn = _prequantized_triton_call(q, k, v, mask, quant)
         else:
-            fn = lambda: block_sparse_attention(q, k, v, mask, backend=backend, quant=quant)  # (B, H, N, D)
+            fn = lambda: block_sparse_attention(  # (B, H, N, D), with the LSE (B, H, N) when asked
+                q, k, v, mask, backend=backend, quant=quant, return_lse=return_lse
+            )
         sdpa = lambda: F.scaled_dot_product_attention(q, k, v)  # (B, H, N, D)
         try:
             fn()  # checks that the backend takes the call; compiles FlexAttention for a new shape
@@ -475,7 +479,7 @@ def _run_sparse(
         skipped=skip,
     )
     row["paired_sdpa_ms"], row["speedup_vs_sdpa"] = paired_sdpa_ms, ratio
-    row["quant"], row["prequantized"] = quant, prequantized
+    row["quant"], row["prequantized"], row["return_lse"] = quant, prequantized, return_lse
     return row
 
 
@@ -494,23 +498,27 @@ def _prequantized_triton_call(
     )
 
 
-def _label(backend: str, quant: str | None, prequantized: bool) -> str:
-    """How a row's backend reads in the table: ``triton``, ``triton int8``, ``triton int8 pre-quantized``."""
-    if quant is None:
-        return backend
-    return f"{backend} {quant}" + (" pre-quantized" if prequantized else "")
+def _label(backend: str, quant: str | None, prequantized: bool, return_lse: bool = False) -> str:
+    """How a row's backend reads in the table: ``triton``, ``triton int8``, ``triton int8 pre-quantized``,
+    ``gather +lse`` (the call also returns the LSE)."""
+    label = backend if quant is None else f"{backend} {quant}" + (" pre-quantized" if prequantized else "")
+    return label + (" +lse" if return_lse else "")
 
 
 def _quant_variants(backend: str, quant: Sequence[str]) -> list[tuple[str, bool]]:
     """(quant, prequantized) rows a backend gets besides its unquantized one."""
-    if BACKENDS[backend].quantized_forward is None:
+    if backend not in BACKENDS or BACKENDS[backend].quantized_forward is None:
         return []
     return [(mode, pre) for mode in quant for pre in ((False, True) if backend == "triton" else (False,))]
 
 
 def _add_quant_speedups(rows: list[dict[str, Any]]) -> None:
     """``speedup_vs_unquantized`` of each quantized row: the same backend and mask without ``quant``."""
-    plain = {(row["backend"], row["density_requested"]): row["ms"] for row in rows if row["quant"] is None}
+    plain = {
+        (row["backend"], row["density_requested"]): row["ms"]
+        for row in rows
+        if row["quant"] is None and not row["return_lse"]
+    }
     for row in rows:
         base = plain.get((row["backend"], row["density_requested"]))
         if row["quant"] is not None and row["ms"] is not None and base is not None:
@@ -533,6 +541,7 @@ def run_attention_benchmark(
     max_reference_bytes: int | None = None,
     seed: int | None = None,
     quant: Sequence[str] | None = None,
+    lse: bool | None = None,
     progress: bool = True,
 ) -> list[dict[str, Any]]:
     """Time block-sparse attention backends against dense attention on random inputs and masks.
@@ -545,7 +554,9 @@ def run_attention_benchmark(
         densities (`Sequence[float]`): fractions of kv blocks kept per q-block row, in ``(0, 1]``;
             defaults to ``(1.0, 0.5, 0.25, 0.10, 0.05)``.
         backends (`Sequence[str]`): block-sparse backends to time; defaults to every backend available
-            on ``device`` (Triton's CPU interpreter excluded). Backends that cannot run give skipped rows.
+            on ``device`` (Triton's CPU interpreter excluded), then ``"auto"`` (what a user gets: the backend
+            :func:`~dit_sparse.attention.select_backend` picks, and dense SDPA for a mask that keeps every
+            block). Backends that cannot run give skipped rows.
         heads (`int`): attention heads ``H``.
         batch (`int`): batch size ``B``; the masks have the same batch (one random mask per sample).
         dtype (`torch.dtype` or `str`): ``"float32"``, ``"bfloat16"``, ``"float16"`` (or fp32/bf16/fp16).
@@ -559,6 +570,8 @@ def run_attention_benchmark(
         quant (`Sequence[str]`, defaults to none): quant modes (``"int8"``, ``"int4"``) to time besides the
             unquantized call, on the backends that have quantized attention (others get no extra rows);
             ``triton`` also gets a row for its kernel alone on pre-quantized Q/K.
+        lse (`bool`, defaults to False): also time every backend with ``return_lse=True`` (rows labelled
+            ``+lse``; backends that cannot return it give skipped rows).
         progress (`bool`, defaults to True): show a tqdm progress bar on stderr.
 
     Returns:
@@ -572,7 +585,8 @@ def run_attention_benchmark(
         (``speedup_vs_sdpa / ideal_speedup``), ``tflops_dense_equivalent`` (``4 B H N^2 D`` per second),
         ``tflops_actual`` (the same times ``density``) and ``skipped`` (``None``, or why the case did not
         run, in which case the timing fields are ``None``), ``quant`` (``None`` or the mode), ``prequantized``
-        and ``speedup_vs_unquantized`` (quantized rows: the unquantized row's time over theirs). Dense
+        and ``speedup_vs_unquantized`` (quantized rows: the unquantized row's time over theirs), and
+        ``return_lse``. Dense
         baselines have density 1.
     """
     device = _resolve_device(device)
@@ -591,6 +605,7 @@ def run_attention_benchmark(
     max_reference_bytes = defaults["max_reference_bytes"] if max_reference_bytes is None else max_reference_bytes
     seed = defaults["seed"] if seed is None else seed
     quant = list(defaults["quant"] if quant is None else quant)
+    lse = defaults["lse"] if lse is None else lse
     for mode in quant:
         if mode not in QUANT_MODES:
             raise ValueError(f"unknown quant mode {mode!r}; choose from {list(QUANT_MODES)}")
@@ -600,16 +615,16 @@ def run_attention_benchmark(
     for density in densities:
         if not 0 < density <= 1:
             raise ValueError(f"densities must be fractions in (0, 1], got {density!r}")
-    unknown = [name for name in backends if name not in BACKENDS]
+    unknown = [name for name in backends if name not in BACKENDS and name != "auto"]
     if unknown:
-        raise ValueError(f"unknown backends {unknown}; choose from {list(BACKENDS)}")
+        raise ValueError(f"unknown backends {unknown}; choose from {['auto', *BACKENDS]}")
     unavailable = {name: reason for name, reason in backend_status(device).items() if reason is not None}
 
     n_dense = 1 if device.type != "cuda" else 4
     bar = tqdm(
         total=len(seq_lens)
         * len(head_dims)
-        * (n_dense + sum(1 + len(_quant_variants(name, quant)) for name in backends) * len(densities)),
+        * (n_dense + sum(1 + lse + len(_quant_variants(name, quant)) for name in backends) * len(densities)),
         desc="attention benchmark",
         unit="case",
         file=sys.stderr,
@@ -662,6 +677,13 @@ def run_attention_benchmark(
                         sparse_rows.append(
                             _run_sparse(q, k, v, masks[density], name, density, case, warmup, repeats, bar, skip)
                         )
+                        if lse:
+                            sparse_rows.append(
+                                _run_sparse(
+                                    *(q, k, v, masks[density], name, density, case, warmup, repeats, bar, skip),
+                                    return_lse=True,
+                                )
+                            )
                         for mode, pre in _quant_variants(name, quant):
                             sparse_rows.append(
                                 _run_sparse(
@@ -706,7 +728,7 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
     skipped: dict[int, str] = {}
     for index, row in enumerate(rows):
         density = row["density"] if row.get("density") is not None else row["density_requested"]
-        label = _label(row["backend"], row.get("quant"), row.get("prequantized", False))
+        label = _label(row["backend"], row.get("quant"), row.get("prequantized", False), row.get("return_lse", False))
         cells = [label, str(row["seq_len"]), str(row["head_dim"]), f"{density:.3f}"]
         if row.get("skipped") is not None:
             skipped[index] = f"skipped: {row['skipped']}"
@@ -801,9 +823,9 @@ def parse_densities(text: str) -> list[float]:
 
 def _backend_list(text: str) -> list[str]:
     names = [part.strip() for part in text.split(",") if part.strip()]
-    unknown = [name for name in names if name not in BACKENDS]
+    unknown = [name for name in names if name not in BACKENDS and name != "auto"]
     if not names or unknown:
-        raise argparse.ArgumentTypeError(f"unknown backend(s) {unknown or text!r}; choose from {list(BACKENDS)}")
+        raise argparse.ArgumentTypeError(f"unknown backend(s) {unknown or text!r}; choose from {['auto', *BACKENDS]}")
     return names
 
 
@@ -867,7 +889,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--backends",
         type=_backend_list,
-        help=f"comma-separated of {','.join(BACKENDS)} (default: those available on the device)",
+        help=f"comma-separated of auto,{','.join(BACKENDS)} (default: those available on the device, then auto)",
     )
     parser.add_argument("--heads", type=_positive_int, help="attention heads H")
     parser.add_argument("--batch", type=_positive_int, help="batch size B")
@@ -886,6 +908,9 @@ def build_parser() -> argparse.ArgumentParser:
         type=_quant_list,
         help="also time quantized Q/K (comma-separated of int8,int4) on the backends that have it, at the "
         "same masks; triton also gets its kernel alone on pre-quantized Q/K",
+    )
+    parser.add_argument(
+        "--lse", action="store_true", help="also time each backend returning the LSE (rows labelled +lse)"
     )
     parser.add_argument("--out", type=Path, help="write JSON {environment, settings, results} to this path")
     parser.add_argument(
@@ -926,6 +951,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "repeats": args.repeats,
         "seed": args.seed,
         "quant": args.quant,
+        "lse": args.lse or None,
     }
     if args.max_reference_gib is not None:
         overrides["max_reference_bytes"] = int(args.max_reference_gib * 2**30)

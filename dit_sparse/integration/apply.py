@@ -145,8 +145,12 @@ def summary(target: Any) -> dict[str, Any]:
     Keys: ``total_seconds`` (the whole pipeline call, when it ran through a ``dit_sparse.pipelines``
     class, else ``None``), ``transformer_seconds``, ``attention_seconds`` (self-attention only),
     ``mean_density`` (over self-attention calls; dense calls count 1), ``searches`` (masks computed),
-    ``reuses`` (calls served from a cached mask), ``per_layer`` (mean density per layer), and for
-    pipelines with several transformers their own summaries under ``transformers``.
+    ``reuses`` (calls served from a cached mask), ``per_layer`` (mean density per layer),
+    ``full_mask_calls`` (calls whose mask kept every block and so ran the model's dense attention),
+    ``overhead_seconds`` (dit-sparse's own work outside the attention kernels: method decisions, mask
+    building and lookup, permutations, and the transformer hook) and ``overhead_fraction`` (that over
+    ``attention_seconds``), and for pipelines with several transformers their own summaries under
+    ``transformers``.
     """
     states = [(name, sparse_state(module)) for name, module in _transformers(target)]
     states = [(name, state) for name, state in states if state is not None]
@@ -158,12 +162,17 @@ def summary(target: Any) -> dict[str, Any]:
     calls = sum(p["attention_calls"] for p in parts.values())
     weighted = sum((p["mean_density"] or 0.0) * p["attention_calls"] for p in parts.values())
     first = next(iter(parts.values()))
+    attention = sum(p["attention_seconds"] for p in parts.values())
+    overhead = sum(p["overhead_seconds"] for p in parts.values())
     return {
         "model": first["model"],
         "method": first["method"],
         "total_seconds": first["total_seconds"],
         "transformer_seconds": sum(p["transformer_seconds"] for p in parts.values()),
-        "attention_seconds": sum(p["attention_seconds"] for p in parts.values()),
+        "attention_seconds": attention,
+        "overhead_seconds": overhead,
+        "overhead_fraction": overhead / attention if attention else None,
+        "full_mask_calls": sum(p["full_mask_calls"] for p in parts.values()),
         "mean_density": weighted / calls if calls else None,
         "searches": sum(p["searches"] for p in parts.values()),
         "reuses": sum(p["reuses"] for p in parts.values()),

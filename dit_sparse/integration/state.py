@@ -80,7 +80,12 @@ class SparseState:
         self.step = 0
         self.transformer_timer = _Timer()
         self.attention_timer = _Timer()
+        # Inside attention_timer: the attention kernels alone (block-sparse or dense); the rest of the
+        # attention time is dit-sparse's own work (method decisions, mask building, permutations).
+        self.kernel_timer = _Timer()
+        self.hook_seconds = 0.0  # the transformer hook's own work per forward (binding, layout, step)
         self.calls = 0
+        self.full_mask_calls = 0
         self.layer_density_sum = [0.0] * len(self._original_backends)
         self.layer_calls = [0] * len(self._original_backends)
         self.total_seconds = None
@@ -98,6 +103,7 @@ class SparseState:
     @torch.compiler.disable
     def begin_forward(self, transformer: torch.nn.Module, args: tuple, kwargs: dict, cache_context) -> Any:
         """Read the call's layout and advance the step; returns a timing token for :meth:`end_forward`."""
+        started = time.perf_counter()
         call = self.spec.bind(transformer, args, kwargs)
         context_parallel = check_parallelism(transformer, self.spec)
         context_step = getattr(cache_context, "step_index", None)
@@ -122,7 +128,9 @@ class SparseState:
         self.layout = self.spec.read_layout(transformer, call)
         check_token_split(context_parallel, self.spec.name, self.layout)
         device = call["hidden_states"].device
-        return self.transformer_timer.start(device)
+        token = self.transformer_timer.start(device)
+        self.hook_seconds += time.perf_counter() - started
+        return token
 
     @torch.compiler.disable
     def end_forward(self, token) -> None:
@@ -172,19 +180,23 @@ class SparseState:
         token = self.attention_timer.start(q.device)
         config = self.config
         if self.method is None or self.step < config.dense_steps or config.layer_is_dense(layer):
-            out, density = dense_fn(), 1.0
+            out, density = self._timed_kernel(dense_fn, q.device), 1.0
         else:
             call = AttentionCall(layer, self.step, self.context, layout, q, k, v, total, head_offset)
             plan = _local_plan(self.method.plan_for(call), call, layer)
             mask = None if plan.dense else self._with_dense_heads(plan.mask, layer, head_offset, total)
-            if mask is None:
-                out = dense_fn()
+            if mask is None or mask.is_full():
+                # A mask that keeps every block is dense attention: the model's own dense path computes it
+                # exactly and at dense speed (in any token order, so a permutation can be left out).
+                out = self._timed_kernel(dense_fn, q.device)
+                self.full_mask_calls += mask is not None
             elif plan.permutation is None:
-                out = self._sparse(q, k, v, mask, attn_mask, scale)
+                out = self._timed_kernel(lambda: self._sparse(q, k, v, mask, attn_mask, scale), q.device)
             else:  # the mask is over a reordered sequence; text stays in place, so key padding does too
                 perm = plan.permutation
                 q, k, v = (_reorder(t, perm) for t in (q, k, v))
-                out = _reorder(self._sparse(q, k, v, mask, attn_mask, scale), invert_permutation(perm))
+                out = self._timed_kernel(lambda: self._sparse(q, k, v, mask, attn_mask, scale), q.device)
+                out = _reorder(out, invert_permutation(perm))
             skip = [h for h in plan.skip_heads if h + head_offset not in config.dense_heads.get(layer, ())]
             if mask is not None and skip:
                 out = out.clone()
@@ -194,6 +206,12 @@ class SparseState:
         self.calls += 1
         self.layer_density_sum[layer] += density
         self.layer_calls[layer] += 1
+        return out
+
+    def _timed_kernel(self, fn: Callable[[], torch.Tensor], device: torch.device) -> torch.Tensor:
+        token = self.kernel_timer.start(device)
+        out = fn()
+        self.kernel_timer.stop(token)
         return out
 
     @staticmethod
@@ -249,12 +267,17 @@ class SparseState:
     def summary(self) -> dict[str, Any]:
         per_layer = [s / n if n else None for s, n in zip(self.layer_density_sum, self.layer_calls, strict=True)]
         counted = [d for d in per_layer if d is not None]
+        attention_seconds = self.attention_timer.seconds()
+        overhead = max(0.0, attention_seconds - self.kernel_timer.seconds()) + self.hook_seconds
         return {
             "model": self.spec.name,
             "method": self.config.method,
             "total_seconds": self.total_seconds,
             "transformer_seconds": self.transformer_timer.seconds(),
-            "attention_seconds": self.attention_timer.seconds(),
+            "attention_seconds": attention_seconds,
+            "overhead_seconds": overhead,
+            "overhead_fraction": overhead / attention_seconds if attention_seconds else None,
+            "full_mask_calls": self.full_mask_calls,
             "mean_density": sum(self.layer_density_sum) / self.calls if self.calls else None,
             "searches": self.method.searches if self.method is not None else 0,
             "reuses": self.method.reuses if self.method is not None else 0,

@@ -17,6 +17,7 @@ import torch
 
 from ..mask import BlockSparseMask
 from .flex import flex_block_sparse_attention, flex_unavailable_reason, flex_unsupported_reason
+from .gather import gather_block_sparse_attention, gather_unavailable_reason, gather_unsupported_reason
 from .reference import reference_block_sparse_attention, reference_quantized_block_sparse_attention
 from .triton_block_sparse import (
     triton_block_sparse_attention,
@@ -54,6 +55,13 @@ BACKENDS: dict[str, Backend] = {
         _reference_unsupported,
         "exact masked SDPA; allocates N x N (tests and small inputs)",
         reference_quantized_block_sparse_attention,
+    ),
+    "gather": Backend(
+        "gather",
+        gather_block_sparse_attention,
+        gather_unavailable_reason,
+        gather_unsupported_reason,
+        "kept kv blocks gathered per q block, then torch's fused CPU attention (with LSE); CPU",
     ),
     "flex": Backend(
         "flex",
