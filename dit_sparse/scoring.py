@@ -17,12 +17,22 @@ import math
 
 import torch
 
+from .kernels.gather import flash_cpu_op
 from .kernels.triton_block_sparse import LOG2E, interpreting, triton_unavailable_reason
 
 
 def row_logsumexp(q: torch.Tensor, k: torch.Tensor, *, scale: float | None = None, chunk: int = 1024) -> torch.Tensor:
-    """``logsumexp_j(q_i k_j * scale)`` for every query row, ``(B, H, N)`` fp32, streaming over kv chunks."""
+    """``logsumexp_j(q_i k_j * scale)`` for every query row, ``(B, H, N)`` fp32, without an N x N matrix.
+
+    On a CPU it is the LSE that torch's fused attention kernel returns (run with ``k`` as the values,
+    whose output is dropped): one fused pass, about 7x faster than the streaming PyTorch loop that serves
+    other devices (``chunk`` kv tokens at a time).
+    """
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
+    flash_cpu = flash_cpu_op()
+    if q.device.type == "cpu" and flash_cpu is not None and q.dtype == k.dtype:
+        with torch.no_grad():
+            return flash_cpu(q, k, k, scale=scale)[1].float()
     running_max = running_sum = None
     for start in range(0, k.shape[2], chunk):
         scores = torch.matmul(q.float(), k[:, :, start : start + chunk].float().transpose(-2, -1)) * scale
@@ -36,18 +46,35 @@ def row_logsumexp(q: torch.Tensor, k: torch.Tensor, *, scale: float | None = Non
     return running_max + torch.log(running_sum)
 
 
+# Scores held at once by the PyTorch block-mass loop (fp32 elements, whole q blocks; at least one block).
+# About 4 MiB measured fastest on 2 CPU cores (N = 5,184, 4 heads): larger chunks fall out of cache.
+_MASS_CHUNK_ELEMENTS = 2**20
+
+
 def _block_mass_torch(q, k, lse, bq, bk, scale) -> torch.Tensor:
     B, H, n_q, _ = q.shape
     n_k = k.shape[2]
     n_q_blocks, n_kv_blocks = -(-n_q // bq), -(-n_k // bk)
-    mass = torch.zeros(B, H, n_q_blocks, n_kv_blocks, dtype=torch.float32, device=q.device)
+    mass = torch.empty(B, H, n_q_blocks, n_kv_blocks, dtype=torch.float32, device=q.device)
+    q32, k_t = q.float(), k.float().transpose(-2, -1)  # (B, H, Nq, D), (B, H, D, Nk)
     pad = n_kv_blocks * bk - n_k
-    for i in range(n_q_blocks):
-        rows = slice(i * bq, min((i + 1) * bq, n_q))
-        scores = torch.matmul(q[:, :, rows].float(), k.float().transpose(-2, -1)) * scale  # (B, H, r, Nk)
-        probs = torch.exp(scores - lse[:, :, rows, None])
-        probs = torch.nn.functional.pad(probs, (0, pad)).view(B, H, -1, n_kv_blocks, bk)
-        mass[:, :, i] = probs.sum(dim=(2, 4)) / probs.shape[2]
+    blocks_per_chunk = max(1, _MASS_CHUNK_ELEMENTS // (B * H * bq * n_k))
+    for first in range(0, n_q_blocks, blocks_per_chunk):
+        last = min(first + blocks_per_chunk, n_q_blocks)
+        rows = slice(first * bq, min(last * bq, n_q))
+        probs = torch.matmul(q32[:, :, rows], k_t)  # (B, H, r, Nk) scores, then probabilities in place
+        probs.mul_(scale).sub_(lse[:, :, rows, None]).exp_()
+        n_rows = probs.shape[2]
+        if pad:
+            probs = torch.nn.functional.pad(probs, (0, pad))
+        col_sums = probs.view(B, H, n_rows, n_kv_blocks, bk).sum(dim=-1)  # (B, H, r, nK)
+        row_pad = (last - first) * bq - n_rows  # the last q block may be partial
+        if row_pad:
+            col_sums = torch.nn.functional.pad(col_sums, (0, 0, 0, row_pad))
+        sums = col_sums.view(B, H, last - first, bq, n_kv_blocks).sum(dim=3)  # (B, H, blocks, nK)
+        counts = torch.full((last - first, 1), float(bq), device=q.device)
+        counts[-1] = bq - row_pad
+        mass[:, :, first:last] = sums / counts
     return mass
 
 
