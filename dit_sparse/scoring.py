@@ -138,6 +138,42 @@ def _block_mass_triton(q, k, lse, bq, bk, scale) -> torch.Tensor:
     return mass
 
 
+def _block_mass_fused_cpu(q, k, lse, bq, bk, scale) -> tuple[torch.Tensor, torch.Tensor]:
+    """Block mass from torch's fused CPU attention kernel: ``P @ V`` with V the kv-block indicator.
+
+    With ``V[t, j] = 1`` where key ``t`` lies in kv block ``j`` (else 0), ``softmax(q k^T * scale) @ V`` is each
+    query row's attention mass per kv block, exactly; the kernel streams it without an N x N matrix and
+    returns the row LSE too. V has the head dim's width, so ``ceil(nK / D)`` calls cover every kv block.
+    Rows are then averaged per q block. When ``lse`` is given the masses are rescaled to it:
+    ``exp(s - lse) = p * exp(lse_now - lse)``. Returns the mass and the LSE it is normalized by.
+    """
+    B, H, n_q, D = q.shape
+    n_k = k.shape[2]
+    n_q_blocks, n_kv_blocks = -(-n_q // bq), -(-n_k // bk)
+    q32, k32 = q.float().contiguous(), k.float().contiguous()  # the masses in fp32 whatever the inputs
+    block_of_key = torch.arange(n_k, device=q.device) // bk  # (Nk,)
+    row_mass = []
+    lse_now = None
+    for first in range(0, n_kv_blocks, D):
+        columns = first + torch.arange(D, device=q.device)  # kv blocks of this call (past nK: all zero)
+        indicator = (block_of_key[:, None] == columns[None, :]).float()  # (Nk, D)
+        out, lse_now = flash_cpu_op()(q32, k32, indicator.expand(B, H, n_k, D).contiguous(), scale=scale)
+        row_mass.append(out[..., : min(D, n_kv_blocks - first)])  # (B, H, Nq, <= D)
+    mass_rows = torch.cat(row_mass, dim=-1)  # (B, H, Nq, nK)
+    lse_now = lse_now.float()
+    if lse is None:
+        lse = lse_now
+    else:
+        mass_rows = mass_rows * torch.exp(lse_now - lse.float())[..., None]
+    row_pad = n_q_blocks * bq - n_q  # the last q block may be partial
+    if row_pad:
+        mass_rows = torch.nn.functional.pad(mass_rows, (0, 0, 0, row_pad))
+    sums = mass_rows.view(B, H, n_q_blocks, bq, n_kv_blocks).sum(dim=3)  # (B, H, nQ, nK)
+    counts = torch.full((n_q_blocks, 1), float(bq), device=q.device)
+    counts[-1] = bq - row_pad
+    return sums / counts, lse
+
+
 def block_attention_mass(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -146,38 +182,55 @@ def block_attention_mass(
     lse: torch.Tensor | None = None,
     scale: float | None = None,
     backend: str = "auto",
-) -> torch.Tensor:
+    return_lse: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Mean attention mass per (q block, kv block), ``(B, H, nQ, nK)`` fp32; rows sum to 1.
 
     Args:
         q, k (`torch.Tensor` of shape ``(B, H, N, D)``): queries and keys.
         block_size (`int` or `(int, int)`, defaults to 128): q and kv block sizes.
-        lse (`torch.Tensor` of shape ``(B, H, Nq)``, optional): row log-sum-exp (natural log) to reuse;
-            computed when absent.
+        lse (`torch.Tensor` of shape ``(B, H, Nq)``, optional): row log-sum-exp (natural log) to normalize by,
+            e.g. cached from an earlier search (then rows sum to ``exp(lse_now - lse)``, not 1); computed
+            when absent.
         scale (`float`, optional): softmax scale, default ``1 / sqrt(D)``.
-        backend (`str`, defaults to ``"auto"``): ``"torch"`` (streaming PyTorch), ``"triton"``, or
-            ``"auto"`` (Triton on a CUDA GPU, else PyTorch).
+        backend (`str`, defaults to ``"auto"``): ``"torch"`` (streaming PyTorch), ``"fused"`` (torch's fused
+            CPU attention kernel on a block-indicator V: one pass gives the masses and the LSE, about 2x
+            faster than ``"torch"`` on two cores), ``"triton"``, or ``"auto"`` (Triton on a CUDA GPU, fused on
+            a CPU where torch has that kernel, else PyTorch).
+        return_lse (`bool`, defaults to False): also return the LSE the masses are normalized by (``lse``
+            when given), ``(B, H, Nq)`` fp32.
     """
     if q.dim() != 4 or k.dim() != 4 or q.shape[:2] != k.shape[:2] or q.shape[-1] != k.shape[-1]:
         raise ValueError(f"q and k must be (B, H, N, D) with matching B, H, D; got {tuple(q.shape)}, {tuple(k.shape)}")
     bq, bk = (block_size, block_size) if isinstance(block_size, int) else block_size
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
-    if lse is None:
-        lse = row_logsumexp(q, k, scale=scale)
-    elif lse.shape != q.shape[:3]:
+    if lse is not None and lse.shape != q.shape[:3]:
         raise ValueError(f"lse must be (B, H, Nq) = {tuple(q.shape[:3])}, got {tuple(lse.shape)}")
     if backend == "auto":
-        backend = "triton" if q.is_cuda and triton_unavailable_reason(q.device) is None else "torch"
+        if q.is_cuda and triton_unavailable_reason(q.device) is None:
+            backend = "triton"
+        else:
+            backend = "fused" if q.device.type == "cpu" and flash_cpu_op() is not None else "torch"
+    if backend == "fused":
+        if q.device.type != "cpu" or flash_cpu_op() is None:
+            raise ValueError(f"the fused block mass runs on a CPU with torch's fused attention kernel, got {q.device}")
+        with torch.no_grad():
+            mass, lse = _block_mass_fused_cpu(q, k, lse, bq, bk, scale)
+        return (mass, lse) if return_lse else mass
+    if lse is None:
+        lse = row_logsumexp(q, k, scale=scale)
     if backend == "triton":
         reason = triton_unavailable_reason(q.device)
         if reason is not None:
             raise ValueError(f"triton block mass cannot run: {reason}")
         if q.device.type == "cpu" and interpreting() and q.dtype == torch.bfloat16:
             raise ValueError("bf16 is silently wrong under the Triton interpreter; use fp16 or fp32 on a CPU")
-        return _block_mass_triton(q, k, lse, bq, bk, scale)
-    if backend != "torch":
-        raise ValueError(f"backend must be 'auto', 'torch' or 'triton', got {backend!r}")
-    return _block_mass_torch(q, k, lse, bq, bk, scale)
+        mass = _block_mass_triton(q, k, lse, bq, bk, scale)
+    elif backend == "torch":
+        mass = _block_mass_torch(q, k, lse, bq, bk, scale)
+    else:
+        raise ValueError(f"backend must be 'auto', 'torch', 'fused' or 'triton', got {backend!r}")
+    return (mass, lse.float()) if return_lse else mass
 
 
 def select_blocks(

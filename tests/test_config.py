@@ -88,3 +88,11 @@ def test_recommended_schedules_follow_the_papers():
     assert SparseAttentionConfig.recommended("sparsed") == SparseAttentionConfig("sparsed")
     with pytest.raises(ValueError, match="num_inference_steps must be an int >= 1"):
         SparseAttentionConfig.recommended("radial", num_inference_steps=0)
+
+
+def test_every_kernel_backend_can_be_configured():
+    from dit_sparse.config import BACKEND_NAMES
+    from dit_sparse.kernels import BACKENDS
+
+    assert set(BACKEND_NAMES) == {"auto", *BACKENDS}
+    assert SparseAttentionConfig("radial", backend="gather").backend == "gather"

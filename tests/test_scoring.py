@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 from conftest import HAS_CUDA
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from dit_sparse.scoring import block_attention_mass, row_logsumexp, select_blocks
@@ -29,11 +29,12 @@ def explicit_mass(q, k, bq, bk):
     n_q=st.integers(20, 200),
     n_k=st.integers(20, 200),
     block=st.sampled_from([(16, 16), (32, 16), (64, 32)]),
-    backend=st.sampled_from(["torch", "triton"]),
+    backend=st.sampled_from(["torch", "triton", "fused"]),
     dtype=st.sampled_from([torch.float32, torch.float16]),
     seed=st.integers(0, 1000),
 )
 def test_mass_equals_the_explicit_softmax(n_q, n_k, block, backend, dtype, seed):
+    assume(backend != "fused" or DEVICE == "cpu")  # the fused path is torch's CPU attention kernel
     g = torch.Generator().manual_seed(seed)
     q = torch.randn(2, 2, n_q, 32, generator=g).to(DEVICE, dtype)
     k = torch.randn(2, 2, n_k, 32, generator=g).to(DEVICE, dtype)
@@ -54,6 +55,23 @@ def test_streaming_lse_and_its_reuse():
     )
     with pytest.raises(ValueError, match=r"lse must be \(B, H, Nq\)"):
         block_attention_mass(q, k, lse=lse[:, :1])
+
+
+def test_fused_cpu_mass_returns_its_lse_and_follows_a_cached_one():
+    q, k = torch.randn(2, 2, 333, 8), torch.randn(2, 2, 290, 8)  # more kv blocks (10) than head dims (8)
+    mass, lse = block_attention_mass(q, k, block_size=32, backend="fused", return_lse=True)
+    torch.testing.assert_close(mass, block_attention_mass(q, k, block_size=32, backend="torch"), atol=1e-6, rtol=0)
+    torch.testing.assert_close(lse, row_logsumexp(q, k, chunk=64), atol=1e-5, rtol=0)
+    stale = lse + torch.rand_like(lse)  # e.g. cached at an earlier step: masses follow the definition with it
+    torch.testing.assert_close(
+        block_attention_mass(q, k, block_size=32, lse=stale, backend="fused"),
+        block_attention_mass(q, k, block_size=32, lse=stale, backend="torch"),
+        atol=1e-6,
+        rtol=0,
+    )
+    assert torch.equal(block_attention_mass(q, k, block_size=32, lse=stale, return_lse=True)[1], stale)
+    with pytest.raises(ValueError, match="fused block mass runs on a CPU"):
+        block_attention_mass(q.to("meta"), k.to("meta"), backend="fused")
 
 
 def test_selection_invariants():

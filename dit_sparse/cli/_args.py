@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 
 import torch
@@ -31,3 +32,24 @@ def parse_params(items: list[str]) -> dict:
         except json.JSONDecodeError:
             params[name] = value
     return params
+
+
+# Options that take the embedded model's GENERATION_DEFAULTS when --model is not given.
+EMBEDDED_DEFAULT_ARGS = {
+    "steps": "num_inference_steps",
+    "frames": "num_frames",
+    "height": "height",
+    "width": "width",
+    "guidance": "guidance_scale",
+}
+
+
+def fill_embedded_defaults(args: argparse.Namespace) -> None:
+    """With no ``--model``, the embedded model runs at its native size, steps and guidance unless told otherwise."""
+    from dit_sparse.embedded import GENERATION_DEFAULTS
+
+    if args.model is not None:
+        return
+    for attr, key in EMBEDDED_DEFAULT_ARGS.items():
+        if getattr(args, attr) is None:
+            setattr(args, attr, GENERATION_DEFAULTS[key])

@@ -15,7 +15,7 @@ from dit_sparse.calibration import calibrate
 from dit_sparse.calibration.search import check_target
 from dit_sparse.generation import accepted_kwargs, load_pipeline
 
-from ._args import DTYPES, default_device, default_dtype
+from ._args import DTYPES, default_device, default_dtype, fill_embedded_defaults
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -104,10 +104,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         check_target(args.target_recall, args.max_rel_l2)
     buckets = _step_buckets(args.step_buckets)
-    if args.model is None:
-        from .generate import _fill_embedded_defaults
-
-        _fill_embedded_defaults(args)
+    fill_embedded_defaults(args)
     device = default_device(args.device)
     dtype = default_dtype(args.dtype, device)
     pipe = load_pipeline(args.model, dtype=dtype, device=device)

@@ -20,17 +20,9 @@ from dit_sparse.generation import (
     speed_report,
     write_video,
 )
+from dit_sparse.kernels import BACKENDS
 
-from ._args import DTYPES, default_device, default_dtype, parse_params
-
-# Options that take the embedded model's GENERATION_DEFAULTS when --model is not given.
-EMBEDDED_DEFAULT_ARGS = {
-    "steps": "num_inference_steps",
-    "frames": "num_frames",
-    "height": "height",
-    "width": "width",
-    "guidance": "guidance_scale",
-}
+from ._args import DTYPES, default_device, default_dtype, fill_embedded_defaults, parse_params
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -54,7 +46,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="method parameter (JSON)")
     parser.add_argument("--dense-steps", type=int, default=0, help="first denoising steps to run dense")
     parser.add_argument("--block-size", type=int, default=128)
-    parser.add_argument("--backend", choices=["auto", "reference", "flex", "triton"], default="auto")
+    parser.add_argument("--backend", choices=["auto", *BACKENDS], default="auto")
     parser.add_argument(
         "--quant", choices=["int8", "int4"], help="quantize Q and K of the sparse attention (any sparse method or plan)"
     )
@@ -101,19 +93,9 @@ def _config(args: argparse.Namespace) -> SparseAttentionConfig:
     )
 
 
-def _fill_embedded_defaults(args: argparse.Namespace) -> None:
-    """With no --model, the embedded model runs at its native size, steps and guidance unless told otherwise."""
-    from dit_sparse.embedded import GENERATION_DEFAULTS
-
-    for attr, key in EMBEDDED_DEFAULT_ARGS.items():
-        if getattr(args, attr) is None:
-            setattr(args, attr, GENERATION_DEFAULTS[key])
-
-
 def run(args: argparse.Namespace) -> int:
     config = _config(args)  # bad method parameters fail before any model loads
-    if args.model is None:
-        _fill_embedded_defaults(args)
+    fill_embedded_defaults(args)
     if args.ulysses < 1:
         raise ValueError(f"--ulysses must be a number of processes (1 or more), got {args.ulysses}")
     if args.ulysses == 1:

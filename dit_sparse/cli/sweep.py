@@ -9,8 +9,9 @@ import re
 
 from dit_sparse.config import SparseAttentionConfig
 from dit_sparse.generation import GenerationSettings, load_pipeline, run_once, save_report
+from dit_sparse.kernels import BACKENDS
 
-from ._args import DTYPES, default_device, default_dtype
+from ._args import DTYPES, default_device, default_dtype, fill_embedded_defaults
 
 # method -> (parameter that moves its density, values from dense-ish to sparse)
 DEFAULT_GRID = {
@@ -40,7 +41,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         + ", ".join(f"{m} {p}" for m, (p, _) in DEFAULT_GRID.items()),
     )
     parser.add_argument("--block-size", type=int, default=128)
-    parser.add_argument("--backend", choices=["auto", "reference", "flex", "triton"], default="auto")
+    parser.add_argument("--backend", choices=["auto", *BACKENDS], default="auto")
     parser.add_argument("--dense-steps", type=int, default=0)
     parser.add_argument("--steps", type=int)
     parser.add_argument("--frames", type=int)
@@ -112,7 +113,9 @@ def run(args: argparse.Namespace) -> int:
     else:
         points = [(m, {p: v}) for m, (p, values) in DEFAULT_GRID.items() for v in values]
     common = dict(dense_steps=args.dense_steps, block_size=args.block_size, backend=args.backend)
-    configs = [(m, params, SparseAttentionConfig(m, **common, **params)) for m, params in points]  # validate first
+    # a point's own parameters (dense_steps too) override the common ones; all are validated before any run
+    configs = [(m, params, SparseAttentionConfig(m, **(common | params))) for m, params in points]
+    fill_embedded_defaults(args)
     device = default_device(args.device)
     dtype = default_dtype(args.dtype, device)
     pipe = load_pipeline(args.model, dtype=dtype, device=device)
@@ -133,18 +136,20 @@ def run(args: argparse.Namespace) -> int:
                 "method": method,
                 "params": params,
                 "speedup": dense_stats["total_seconds"] / stats["total_seconds"],
+                "transformer_speedup": dense_stats["transformer_seconds"] / stats["transformer_seconds"],
                 "attention_speedup": dense_stats["attention_seconds"] / stats["attention_seconds"],
                 "mean_density": stats["mean_density"],
+                "overhead_fraction": stats.get("overhead_fraction"),
                 "psnr": quality["psnr"],
                 "ssim": quality["ssim"],
             }
         )
-    print("| point | density | speedup | attention speedup | PSNR (dB) | SSIM |")
-    print("|---|---|---|---|---|---|")
+    print("| point | density | speedup | transformer speedup | attention speedup | PSNR (dB) | SSIM |")
+    print("|---|---|---|---|---|---|---|")
     for row in rows:
         print(
-            f"| {row['label']} | {row['mean_density']:.3f} | {row['speedup']:.2f}x | {row['attention_speedup']:.2f}x "
-            f"| {row['psnr']:.2f} | {row['ssim']:.4f} |"
+            f"| {row['label']} | {row['mean_density']:.3f} | {row['speedup']:.2f}x | {row['transformer_speedup']:.2f}x "
+            f"| {row['attention_speedup']:.2f}x | {row['psnr']:.2f} | {row['ssim']:.4f} |"
         )
     save_report({"dense": dense_stats, "points": rows}, os.path.join(args.out, "frontier.json"))
     plot_frontier(rows, os.path.join(args.out, "frontier.png"))

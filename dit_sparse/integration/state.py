@@ -185,9 +185,10 @@ class SparseState:
             call = AttentionCall(layer, self.step, self.context, layout, q, k, v, total, head_offset)
             plan = _local_plan(self.method.plan_for(call), call, layer)
             mask = None if plan.dense else self._with_dense_heads(plan.mask, layer, head_offset, total)
-            if mask is None or mask.is_full():
+            if mask is None or (config.backend == "auto" and mask.is_full()):
                 # A mask that keeps every block is dense attention: the model's own dense path computes it
-                # exactly and at dense speed (in any token order, so a permutation can be left out).
+                # exactly and at dense speed (in any token order, so a permutation can be left out). A
+                # named backend still runs itself, as block_sparse_attention does.
                 out = self._timed_kernel(dense_fn, q.device)
                 self.full_mask_calls += mask is not None
             elif plan.permutation is None:

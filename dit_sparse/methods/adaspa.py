@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 
 from ..mask import BlockSparseMask
-from ..scoring import block_attention_mass, row_logsumexp, select_blocks
+from ..scoring import block_attention_mass, select_blocks
 from .base import AttentionCall, AttentionPlan, Method, mask_keeping_text
 
 
@@ -61,8 +61,11 @@ class AdaSpaMethod(Method):
         is_search_step = call.step in params["search_steps"] and self._searched_at.get(key) != call.step
         if is_search_step:
             first = key not in self._lse
-            lse = row_logsumexp(call.q, call.k) if first else self._lse[key]
-            mass = block_attention_mass(call.q, call.k, block_size=self.config.block_size, lse=lse)
+            # The first search computes the LSE (on a CPU in the same fused pass as the masses); later ones
+            # normalize by the cached LSE, as the paper does.
+            mass, lse = block_attention_mass(
+                call.q, call.k, block_size=self.config.block_size, lse=self._lse.get(key), return_lse=True
+            )
             table = select_head_adaptive(mass, params["density"], params["min_blocks_per_row"])
             mask = mask_keeping_text(table, call.layout, self.config.block_size, f"adaspa(step={call.step})")
             self._masks[key] = mask

@@ -107,6 +107,18 @@ def test_run_reference_rows_have_timings_and_speedups():
     json.dumps(rows)  # rows are plain JSON
 
 
+def test_lse_rows_and_the_auto_backend():
+    rows = run_attention_benchmark(**TINY, densities=[1.0, 0.5], backends=["gather", "flex", "auto"], lse=True)
+    sparse = {(r["backend"], r["return_lse"], r["density_requested"]): r for r in rows if r["kind"] == "block_sparse"}
+    assert len(sparse) == 12
+    for density in (1.0, 0.5):
+        for backend in ("gather", "auto"):
+            assert sparse[(backend, True, density)]["skipped"] is None and sparse[(backend, True, density)]["ms"] > 0
+        # compiled flex on a CPU cannot return the LSE: the row says so instead of timing something else
+        assert sparse[("flex", True, density)]["skipped"] is not None
+    assert "gather +lse" in format_table(rows) and "auto" in format_table(rows)
+
+
 def test_run_skips_reference_over_memory_limit():
     rows = run_attention_benchmark(**TINY, densities=[0.5], backends=["reference"], max_reference_bytes=1024)
     (row,) = [row for row in rows if row["kind"] == "block_sparse"]

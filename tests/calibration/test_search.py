@@ -78,10 +78,10 @@ def test_a_reordered_band_beats_multi_diagonal_for_the_temporal_head():
 
 def test_nothing_meets_the_target_so_the_head_stays_dense():
     q, k, v = planted_heads(0)
-    chosen = search_heads(
-        q, k, v, LAYOUT, [HeadPattern("diagonal", {"width": 16})], target_recall=1.0, block_size=BLOCK
-    )
-    assert chosen[0].kind == "dense" and chosen[0].density == 1.0  # the band head loses a little mass outside
+    chosen = search_heads(q, k, v, LAYOUT, [HeadPattern("diagonal", {"width": 0})], target_recall=1.0, block_size=BLOCK)
+    # the diagonal blocks alone lose what the band head's Gaussian spills into the neighbouring blocks (a
+    # wider band loses only ~1e-7, which fp32 rounding can hide either way)
+    assert chosen[0].kind == "dense" and chosen[0].density == 1.0
     assert chosen[2].kind == "dense"  # the stripe head's keys lie outside the band
 
 

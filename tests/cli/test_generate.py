@@ -76,16 +76,21 @@ def test_impossible_size_and_unknown_method(wan_folder, tmp_path, capsys):
 
 def test_sweep_writes_the_frontier(wan_folder, tmp_path, capsys):
     out = tmp_path / "sweep"
-    points = ["--point", "draft:fraction=0.3,window=[2,8]", "--point", "radial:decay_factor=0.5"]
+    points = ["--point", "draft:fraction=0.3,window=[2,8]", "--point", "radial:decay_factor=0.5,dense_steps=1",
+              "--point", "radial:decay_factor=0.5"]  # fmt: skip
     code = main(["sweep", "--model", wan_folder, *WAN_ARGS, "--block-size", "16", "--backend", "reference",
                  *points, "--out", str(out)])  # fmt: skip
     assert code == 0
     report = json.loads((out / "frontier.json").read_text())
-    assert [row["method"] for row in report["points"]] == ["draft", "radial"]
+    assert [row["method"] for row in report["points"]] == ["draft", "radial", "radial"]
     assert report["points"][0]["params"] == {"fraction": 0.3, "window": [2, 8]}
     for row in report["points"]:
         assert row["speedup"] > 0 and 0 < row["mean_density"] < 1 and math.isfinite(row["psnr"])
+        assert row["transformer_speedup"] > 0 and row["attention_speedup"] > 0
+    # a point's own dense_steps overrides the sweep's: its first step ran dense, so it is denser than the same
+    # mask without it
+    assert report["points"][1]["mean_density"] > report["points"][2]["mean_density"]
     assert (out / "frontier.png").stat().st_size > 0
-    assert "| radial(decay_factor=0.5) |" in capsys.readouterr().out
+    assert "| radial(decay_factor=0.5,dense_steps=1) |" in capsys.readouterr().out
     assert main(["sweep", "--point", "radial", "--out", str(out)]) == 2
     assert "--point takes METHOD:NAME=VALUE" in capsys.readouterr().err

@@ -95,6 +95,22 @@ def test_summary_counts_a_generation():
     assert ds.summary(model)["attention_calls"] == 2
 
 
+def test_full_masks_run_the_dense_path_under_auto_and_overhead_is_reported():
+    model, inputs = CASES["wan"]()
+    ds.apply_sparse_attention(model, ds.SparseAttentionConfig("dense"))
+    dense = run(model, inputs)
+    ds.apply_sparse_attention(model, ds.SparseAttentionConfig("radial", block_size=16, dense_distance=99))
+    assert torch.equal(run(model, inputs), dense)  # the model's own dense attention, not a kernel's
+    stats = ds.summary(model)
+    assert stats["full_mask_calls"] == stats["attention_calls"] > 0 and stats["mean_density"] == 1.0
+    ds.apply_sparse_attention(model, RADIAL)
+    run(model, inputs)
+    stats = ds.summary(model)
+    assert stats["full_mask_calls"] == 0
+    assert stats["overhead_seconds"] >= 0 and stats["overhead_fraction"] >= 0
+    ds.remove_sparse_attention(model)
+
+
 def test_unsupported_models_and_bad_targets():
     with pytest.raises(ValueError, match=r"Linear is not supported; dit-sparse supports \['WanTransformer3DModel'"):
         ds.apply_sparse_attention(torch.nn.Linear(2, 2), RADIAL)
