@@ -44,12 +44,13 @@ EMBEDDED_DEFAULT_ARGS = {
 }
 
 
-def fill_embedded_defaults(args: argparse.Namespace) -> None:
-    """With no ``--model``, the embedded model runs at its native size, steps and guidance unless told otherwise."""
+def fill_embedded_defaults(args: argparse.Namespace, defaults: dict | None = None) -> None:
+    """With no ``--model``, the embedded model runs with ``defaults`` (default: its native size, steps and
+    guidance, ``GENERATION_DEFAULTS``) wherever the options leave a value unset."""
     from dit_sparse.embedded import GENERATION_DEFAULTS
 
     if args.model is not None:
         return
     for attr, key in EMBEDDED_DEFAULT_ARGS.items():
         if getattr(args, attr) is None:
-            setattr(args, attr, GENERATION_DEFAULTS[key])
+            setattr(args, attr, (defaults or GENERATION_DEFAULTS)[key])

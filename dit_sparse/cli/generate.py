@@ -39,13 +39,20 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--prompt", default="a red circle moving right on a dark background")
     parser.add_argument("--negative-prompt", default=None)
     method = parser.add_mutually_exclusive_group()
-    method.add_argument("--method", choices=METHOD_NAMES, default="radial", help="sparse-attention method")
+    method.add_argument(
+        "--method",
+        choices=METHOD_NAMES,
+        help="sparse-attention method (default: radial; with no --model, the embedded model's demo setting "
+        "dit_sparse.embedded.DEMO_SPARSE_ATTENTION)",
+    )
     method.add_argument(
         "--plan", help="JSON config file (a SparseAttentionConfig.to_dict() or {'config': ...}) or calibrated plan file"
     )
     parser.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="method parameter (JSON)")
-    parser.add_argument("--dense-steps", type=int, default=0, help="first denoising steps to run dense")
-    parser.add_argument("--block-size", type=int, default=128)
+    parser.add_argument(
+        "--dense-steps", type=int, help="first denoising steps to run dense (default: 0, or the demo setting's)"
+    )
+    parser.add_argument("--block-size", type=int, help="mask block size (default: 128, or the demo setting's)")
     parser.add_argument("--backend", choices=["auto", *BACKENDS], default="auto")
     parser.add_argument(
         "--quant", choices=["int8", "int4"], help="quantize Q and K of the sparse attention (any sparse method or plan)"
@@ -82,20 +89,25 @@ def _config(args: argparse.Namespace) -> SparseAttentionConfig:
             config.quant = args.quant
             config.validate()
         return config
-    params = parse_params(args.param)
-    return SparseAttentionConfig(
-        args.method,
-        dense_steps=args.dense_steps,
-        block_size=args.block_size,
-        backend=args.backend,
-        quant=args.quant,
-        **params,
-    )
+    settings = {"method": "radial", "dense_steps": 0, "block_size": 128}
+    if args.model is None and args.method is None:  # the embedded model's demo: its chosen method and settings
+        from dit_sparse.embedded import DEMO_SPARSE_ATTENTION
+
+        settings = dict(DEMO_SPARSE_ATTENTION)
+    if args.method is not None:
+        settings["method"] = args.method
+    for name in ("dense_steps", "block_size"):
+        if getattr(args, name) is not None:
+            settings[name] = getattr(args, name)
+    settings |= parse_params(args.param)  # a --param overrides the demo's value of the same name
+    return SparseAttentionConfig(**settings, backend=args.backend, quant=args.quant)
 
 
 def run(args: argparse.Namespace) -> int:
+    from dit_sparse.embedded import DEMO_DEFAULTS
+
     config = _config(args)  # bad method parameters fail before any model loads
-    fill_embedded_defaults(args)
+    fill_embedded_defaults(args, DEMO_DEFAULTS)
     if args.ulysses < 1:
         raise ValueError(f"--ulysses must be a number of processes (1 or more), got {args.ulysses}")
     if args.ulysses == 1:

@@ -139,6 +139,7 @@ def run(args: argparse.Namespace) -> int:
                 "transformer_speedup": dense_stats["transformer_seconds"] / stats["transformer_seconds"],
                 "attention_speedup": dense_stats["attention_seconds"] / stats["attention_seconds"],
                 "mean_density": stats["mean_density"],
+                "search_seconds": stats.get("search_seconds"),
                 "overhead_fraction": stats.get("overhead_fraction"),
                 "psnr": quality["psnr"],
                 "ssim": quality["ssim"],

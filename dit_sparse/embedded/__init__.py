@@ -33,6 +33,20 @@ GENERATION_DEFAULTS: dict[str, int | float] = {
     "guidance_scale": 5.0,
 }
 
+# What ``dit-sparse generate`` runs when given no --model (the README's first command). The native size, steps
+# and guidance with 49 frames instead of 17: 25 latent frames, 6,400 video tokens per self-attention call,
+# where self-attention is ~78% of the transformer's time (~54% at 17 frames), which is the regime sparse
+# attention is for. The model was trained on 17 frames: at 49 its first frame or two come out with a
+# background colour of their own before the usual objects on a plain background (measured and shown in
+# benchmarks/results/2026-12-01-frontier-embedded-49f.md).
+DEMO_DEFAULTS: dict[str, int | float] = {**GENERATION_DEFAULTS, "num_frames": 49}
+
+# The sparse attention of that run, chosen from the measured frontier of every method at those settings
+# (`dit-sparse sweep --frames 49 --block-size 256`, same file): SparseD's schedule, dense for the first 4 of
+# 20 steps, then the top 20% of blocks by exact attention mass, found once per layer and context and reused.
+# Blocks of 256 tokens (one latent frame here) run ~80% as fast per block as dense SDPA on a CPU (~70% at 128).
+DEMO_SPARSE_ATTENTION: dict[str, object] = {"method": "sparsed", "fraction": 0.2, "dense_steps": 4, "block_size": 256}
+
 
 def model_path() -> Path:
     """The folder of the embedded pipeline: installed package data, else the source tree's ``assets/``."""

@@ -147,8 +147,9 @@ def summary(target: Any) -> dict[str, Any]:
     ``mean_density`` (over self-attention calls; dense calls count 1), ``searches`` (masks computed),
     ``reuses`` (calls served from a cached mask), ``per_layer`` (mean density per layer),
     ``full_mask_calls`` (calls whose mask kept every block and so ran the model's dense attention),
-    ``overhead_seconds`` (dit-sparse's own work outside the attention kernels: method decisions, mask
-    building and lookup, permutations, and the transformer hook) and ``overhead_fraction`` (that over
+    ``search_seconds`` (method calls that searched or built a mask: scoring passes, pattern construction),
+    ``overhead_seconds`` (dit-sparse's own work besides the attention kernels and the searches: mask
+    lookups, permutations, head slicing, the transformer hook) and ``overhead_fraction`` (that over
     ``attention_seconds``), and for pipelines with several transformers their own summaries under
     ``transformers``.
     """
@@ -170,6 +171,7 @@ def summary(target: Any) -> dict[str, Any]:
         "total_seconds": first["total_seconds"],
         "transformer_seconds": sum(p["transformer_seconds"] for p in parts.values()),
         "attention_seconds": attention,
+        "search_seconds": sum(p["search_seconds"] for p in parts.values()),
         "overhead_seconds": overhead,
         "overhead_fraction": overhead / attention if attention else None,
         "full_mask_calls": sum(p["full_mask_calls"] for p in parts.values()),

@@ -83,6 +83,9 @@ class SparseState:
         # Inside attention_timer: the attention kernels alone (block-sparse or dense); the rest of the
         # attention time is dit-sparse's own work (method decisions, mask building, permutations).
         self.kernel_timer = _Timer()
+        # Also inside attention_timer: method calls that searched or built a mask (scoring passes such as
+        # AdaSpa's block mass, pattern construction); lookups of a cached mask are not counted here.
+        self.search_timer = _Timer()
         self.hook_seconds = 0.0  # the transformer hook's own work per forward (binding, layout, step)
         self.calls = 0
         self.full_mask_calls = 0
@@ -183,7 +186,10 @@ class SparseState:
             out, density = self._timed_kernel(dense_fn, q.device), 1.0
         else:
             call = AttentionCall(layer, self.step, self.context, layout, q, k, v, total, head_offset)
+            searches, search = self.method.searches, self.search_timer.start(q.device)
             plan = _local_plan(self.method.plan_for(call), call, layer)
+            if self.method.searches != searches:
+                self.search_timer.stop(search)
             mask = None if plan.dense else self._with_dense_heads(plan.mask, layer, head_offset, total)
             if mask is None or (config.backend == "auto" and mask.is_full()):
                 # A mask that keeps every block is dense attention: the model's own dense path computes it
@@ -269,13 +275,15 @@ class SparseState:
         per_layer = [s / n if n else None for s, n in zip(self.layer_density_sum, self.layer_calls, strict=True)]
         counted = [d for d in per_layer if d is not None]
         attention_seconds = self.attention_timer.seconds()
-        overhead = max(0.0, attention_seconds - self.kernel_timer.seconds()) + self.hook_seconds
+        search_seconds = self.search_timer.seconds()
+        overhead = max(0.0, attention_seconds - self.kernel_timer.seconds() - search_seconds) + self.hook_seconds
         return {
             "model": self.spec.name,
             "method": self.config.method,
             "total_seconds": self.total_seconds,
             "transformer_seconds": self.transformer_timer.seconds(),
             "attention_seconds": attention_seconds,
+            "search_seconds": search_seconds,
             "overhead_seconds": overhead,
             "overhead_fraction": overhead / attention_seconds if attention_seconds else None,
             "full_mask_calls": self.full_mask_calls,

@@ -37,6 +37,7 @@ def test_generate_with_compare_dense(wan_folder, tmp_path, capsys):
     # steady-state times: first kernel calls (compilation) are reported apart, and the times stay positive
     assert speed["kernel_first_call_seconds"]["sparse"] >= 0 and speed["kernel_first_call_seconds"]["dense"] >= 0
     assert all(speed[run]["total_seconds"] > 0 for run in ("dense", "sparse"))
+    assert speed["search_seconds"] >= 0 and speed["overhead_seconds"] >= 0 and speed["full_mask_calls"] == 0
     assert math.isfinite(report["quality"]["psnr"]) and 0 < report["quality"]["ssim"] <= 1
     printed = capsys.readouterr().out
     assert "| self-attention (s) |" in printed and "PSNR" in printed
@@ -55,7 +56,8 @@ def test_image_model_writes_a_png(tmp_path):
     ("args", "message"),
     [
         (["--model", "/no/such/folder"], "cannot load a diffusers pipeline from '/no/such/folder'"),
-        (["--param", "windw=3"], "unknown parameter(s) ['windw'] for method 'radial'"),
+        (["--param", "windw=3"], "unknown parameter(s) ['windw'] for method 'sparsed'"),  # the embedded demo's
+        (["--method", "radial", "--param", "windw=3"], "unknown parameter(s) ['windw'] for method 'radial'"),
     ],
 )
 def test_bad_inputs_give_one_line_errors(args, message, tmp_path, capsys):
@@ -94,3 +96,22 @@ def test_sweep_writes_the_frontier(wan_folder, tmp_path, capsys):
     assert "| radial(decay_factor=0.5,dense_steps=1) |" in capsys.readouterr().out
     assert main(["sweep", "--point", "radial", "--out", str(out)]) == 2
     assert "--point takes METHOD:NAME=VALUE" in capsys.readouterr().err
+
+
+def test_config_defaults_follow_the_model():
+    from dit_sparse.cli.generate import _config
+    from dit_sparse.cli.main import build_parser
+    from dit_sparse.embedded import DEMO_SPARSE_ATTENTION
+
+    def config(*argv):
+        return _config(build_parser().parse_args(["generate", *argv, "--out", "x"]))
+
+    demo = config()  # the embedded model: its demo setting
+    assert demo.method == DEMO_SPARSE_ATTENTION["method"] and demo.block_size == DEMO_SPARSE_ATTENTION["block_size"]
+    assert demo.dense_steps == DEMO_SPARSE_ATTENTION["dense_steps"]
+    assert demo.method_params(0)["fraction"] == DEMO_SPARSE_ATTENTION["fraction"]
+    assert config("--param", "fraction=0.3", "--dense-steps", "2").method_params(0)["fraction"] == 0.3
+    assert config("--param", "fraction=0.3", "--dense-steps", "2").dense_steps == 2
+    own = config("--model", "some/model")  # another model: radial, no dense steps, blocks of 128
+    assert (own.method, own.dense_steps, own.block_size) == ("radial", 0, 128)
+    assert config("--method", "adaspa").method_params(0)["density"] == 0.2  # the method's own defaults

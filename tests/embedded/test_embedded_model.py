@@ -48,8 +48,14 @@ def test_cli_generate_uses_the_embedded_model_by_default(tmp_path, capsys):
     assert main(["generate", "--steps", "2", "--backend", "reference", "--out", str(out)]) == 0
     report = json.loads((out / "report.json").read_text())
     assert report["model"] == "embedded"
+    demo = embedded.DEMO_SPARSE_ATTENTION  # with no --method: the demo's method and settings
+    assert report["config"]["method"] == demo["method"] and report["config"]["block_size"] == demo["block_size"]
+    assert report["config"]["dense_steps"] == demo["dense_steps"]
     settings = report["settings"]
-    d = embedded.GENERATION_DEFAULTS
+    d = embedded.DEMO_DEFAULTS
+    assert {k: v for k, v in d.items() if k != "num_frames"} == {
+        k: v for k, v in embedded.GENERATION_DEFAULTS.items() if k != "num_frames"
+    }
     assert (settings["height"], settings["width"], settings["frames"]) == (d["height"], d["width"], d["num_frames"])
     assert settings["guidance"] == d["guidance_scale"] and settings["steps"] == 2
     assert (out / "sparse.mp4").stat().st_size > 0
