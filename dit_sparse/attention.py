@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from .kernels import BACKENDS, quantized_backends
-from .kernels.gather import flash_cpu_op
+from .kernels.gather import flash_cpu_op, fused_cpu_attention
 from .kernels.quant import check_quant
 from .mask import BlockSparseMask
 from .utils import synchronized_clock
@@ -75,10 +75,8 @@ def dense_attention(
     On a CPU the fused flash kernel returns the LSE itself; elsewhere SDPA has no public LSE, so a call that
     asks for it gets ``None`` (the caller runs its block-sparse backend on the full mask instead).
     """
-    flash_cpu = flash_cpu_op()
-    if q.device.type == "cpu" and flash_cpu is not None and q.dtype in _DTYPES:
-        out, lse = flash_cpu(q, k, v, scale=scale)
-        return out, lse.float() if return_lse else None
+    if q.device.type == "cpu" and flash_cpu_op() is not None:
+        return fused_cpu_attention(q, k, v, scale, return_lse)
     if return_lse:
         return None
     return F.scaled_dot_product_attention(q, k, v, scale=scale), None

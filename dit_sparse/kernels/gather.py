@@ -58,6 +58,14 @@ def flash_cpu_op():
     return getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
 
 
+def fused_cpu_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, return_lse: bool
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Dense attention by torch's fused CPU kernel (what SDPA runs on a CPU), with its LSE in fp32 when asked."""
+    out, lse = flash_cpu_op()(q, k, v, scale=scale)
+    return out, lse.float() if return_lse else None
+
+
 def gather_unavailable_reason(device: torch.device | None = None) -> str | None:
     """Why the gather backend cannot run on ``device`` (None if it can): it is the CPU path."""
     device = device or torch.device("cpu")
@@ -100,9 +108,9 @@ def _row_groups(mask: BlockSparseMask, batch: int) -> list[_RowGroup]:
     keeps_tail = mask.blocks[..., -1].expand(batch, H, n_q).reshape(-1) if tail_pad else torch.zeros_like(counts)
     group_key = counts * 2 + keeps_tail.long()  # rows with equal keys share a key length
     order = torch.argsort(group_key, stable=True)
-    keys, sizes = torch.unique_consecutive(group_key[order], return_counts=True)
+    values, sizes = torch.unique_consecutive(group_key[order], return_counts=True)
     groups = []
-    for key_value, rows in zip(keys.tolist(), torch.split(order, sizes.tolist()), strict=True):
+    for key_value, rows in zip(values.tolist(), torch.split(order, sizes.tolist()), strict=True):
         count, tail = divmod(key_value, 2)
         if count == 0:
             continue  # rows that keep nothing stay zero (LSE -inf)
@@ -130,10 +138,9 @@ def gather_block_sparse_attention(
     return_lse: bool,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Block-sparse attention by gathered kv blocks and the fused CPU kernel; LSE in fp32, natural log."""
-    flash = flash_cpu_op()
     if mask.is_full():  # dense attention: the fused kernel on q, k, v as they are, nothing gathered
-        out, lse = flash(q, k, v, scale=scale)
-        return out, lse.float() if return_lse else None
+        return fused_cpu_attention(q, k, v, scale, return_lse)
+    flash = flash_cpu_op()
     B, H, n_q_tokens, D = q.shape
     bq, bk = mask.block_size
     n_q, n_k = mask.num_blocks
