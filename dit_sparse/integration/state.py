@@ -80,8 +80,8 @@ class SparseState:
         self.step = 0
         self.transformer_timer = _Timer()
         self.attention_timer = _Timer()
-        # Inside attention_timer: the attention kernels alone (block-sparse or dense); the rest of the
-        # attention time is dit-sparse's own work (method decisions, mask building, permutations).
+        # Inside attention_timer: the attention kernels alone (block-sparse or dense); what is left after them
+        # and the searches below is dit-sparse's own work (mask lookups, permutations, head slicing).
         self.kernel_timer = _Timer()
         # Also inside attention_timer: method calls that searched or built a mask (scoring passes such as
         # AdaSpa's block mass, pattern construction); lookups of a cached mask are not counted here.
