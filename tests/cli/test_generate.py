@@ -89,6 +89,13 @@ def test_sweep_writes_the_frontier(wan_folder, tmp_path, capsys):
     for row in report["points"]:
         assert row["speedup"] > 0 and 0 < row["mean_density"] < 1 and math.isfinite(row["psnr"])
         assert row["transformer_speedup"] > 0 and row["attention_speedup"] > 0
+    # speedups are against the dense times interpolated between the runs before and after the points
+    before, after = report["dense"]["total_seconds"], report["dense_after"]["total_seconds"]
+    for index, row in enumerate(report["points"]):
+        weight = (index + 1) / (len(report["points"]) + 1)
+        assert row["dense_total_seconds"] == pytest.approx((1 - weight) * before + weight * after)
+        assert row["speedup"] == pytest.approx(row["dense_total_seconds"] / row["total_seconds"])
+    assert report["dense_drift"] == pytest.approx(after / before)
     # a point's own dense_steps overrides the sweep's: its first step ran dense, so it is denser than the same
     # mask without it
     assert report["points"][1]["mean_density"] > report["points"][2]["mean_density"]
