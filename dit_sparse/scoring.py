@@ -68,14 +68,24 @@ def _block_mass_torch(q, k, lse, bq, bk, scale) -> torch.Tensor:
         if pad:
             probs = torch.nn.functional.pad(probs, (0, pad))
         col_sums = probs.view(B, H, n_rows, n_kv_blocks, bk).sum(dim=-1)  # (B, H, r, nK)
-        row_pad = (last - first) * bq - n_rows  # the last q block may be partial
-        if row_pad:
-            col_sums = torch.nn.functional.pad(col_sums, (0, 0, 0, row_pad))
-        sums = col_sums.view(B, H, last - first, bq, n_kv_blocks).sum(dim=3)  # (B, H, blocks, nK)
-        counts = torch.full((last - first, 1), float(bq), device=q.device)
-        counts[-1] = bq - row_pad
-        mass[:, :, first:last] = sums / counts
+        mass[:, :, first:last] = _mean_per_q_block(col_sums, bq)
     return mass
+
+
+def _mean_per_q_block(rows: torch.Tensor, bq: int) -> torch.Tensor:
+    """``(B, H, r, nK)`` per-row values as ``(B, H, ceil(r / bq), nK)`` means over each q block's rows.
+
+    The rows start at a q-block boundary; the last block may be partial and is averaged over the rows it has.
+    """
+    B, H, n_rows, n_cols = rows.shape
+    n_blocks = -(-n_rows // bq)
+    row_pad = n_blocks * bq - n_rows
+    if row_pad:
+        rows = torch.nn.functional.pad(rows, (0, 0, 0, row_pad))
+    sums = rows.view(B, H, n_blocks, bq, n_cols).sum(dim=3)  # (B, H, blocks, nK)
+    counts = torch.full((n_blocks, 1), float(bq), device=rows.device)
+    counts[-1] = bq - row_pad
+    return sums / counts
 
 
 @functools.cache
@@ -147,9 +157,9 @@ def _block_mass_fused_cpu(q, k, lse, bq, bk, scale) -> tuple[torch.Tensor, torch
     Rows are then averaged per q block. When ``lse`` is given the masses are rescaled to it:
     ``exp(s - lse) = p * exp(lse_now - lse)``. Returns the mass and the LSE it is normalized by.
     """
-    B, H, n_q, D = q.shape
+    B, H, _, D = q.shape
     n_k = k.shape[2]
-    n_q_blocks, n_kv_blocks = -(-n_q // bq), -(-n_k // bk)
+    n_kv_blocks = -(-n_k // bk)
     q32, k32 = q.float().contiguous(), k.float().contiguous()  # the masses in fp32 whatever the inputs
     block_of_key = torch.arange(n_k, device=q.device) // bk  # (Nk,)
     row_mass = []
@@ -165,13 +175,7 @@ def _block_mass_fused_cpu(q, k, lse, bq, bk, scale) -> tuple[torch.Tensor, torch
         lse = lse_now
     else:
         mass_rows = mass_rows * torch.exp(lse_now - lse.float())[..., None]
-    row_pad = n_q_blocks * bq - n_q  # the last q block may be partial
-    if row_pad:
-        mass_rows = torch.nn.functional.pad(mass_rows, (0, 0, 0, row_pad))
-    sums = mass_rows.view(B, H, n_q_blocks, bq, n_kv_blocks).sum(dim=3)  # (B, H, nQ, nK)
-    counts = torch.full((n_q_blocks, 1), float(bq), device=q.device)
-    counts[-1] = bq - row_pad
-    return sums / counts, lse
+    return _mean_per_q_block(mass_rows, bq), lse
 
 
 def block_attention_mass(
