@@ -1,12 +1,17 @@
-"""Quantized Q/K attention: per-block quantization, K smoothing, the reference twin and the Triton kernel.
+"""Quantized Q/K attention: per-block quantization, K smoothing, the reference twin and the Triton kernels.
 
-The kernel runs under TRITON_INTERPRET=1 on a CPU (fp32, fp16; small shapes, the interpreter is slow) and
-natively on a GPU (the ``gpu`` tests add bf16 and real sizes).
+The kernels (attention, and quantization itself) run under TRITON_INTERPRET=1 on a CPU (fp32, fp16; small
+shapes, the interpreter is slow) and natively on a GPU (the ``gpu`` tests add bf16 and real sizes). The
+quantization kernel is also compiled for sm_80 and sm_90 without a GPU, to check what it lowers to.
 """
 
 from __future__ import annotations
 
+import json
 import math
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -20,6 +25,7 @@ from dit_sparse.kernels.quant import (
     quant_max,
     quantize_per_block,
     quantize_qk,
+    quantize_qk_triton,
     smooth_keys,
 )
 
@@ -34,7 +40,7 @@ def loop_quantize(x, block, bits):
     for start in range(0, n, block):
         chunk = x[..., start : start + block, :].float()
         scale = chunk.abs().amax(dim=(-2, -1))  # (...,)
-        scale = scale / qmax
+        scale = scale * (1 / qmax)  # the library's reciprocal: a division differs in the last bit now and then
         divisor = torch.where(scale > 0, scale, torch.ones_like(scale))[..., None, None]
         ints[..., start : start + block, :] = torch.round(chunk / divisor).clamp(-qmax, qmax).to(torch.int8)
         scales.append(scale)
@@ -266,6 +272,157 @@ def test_the_op_checks_quantized_inputs():
 
 
 # --------------------------------------------------------------------------------------------------
+# the Triton quantization kernel against its twin, quantize_qk: bit for bit
+# --------------------------------------------------------------------------------------------------
+def assert_same_quantization(actual, expected):
+    for field in ("q", "q_scale", "k", "k_scale", "k_mean"):
+        a, e = getattr(actual, field), getattr(expected, field)
+        assert a.shape == e.shape and a.dtype == e.dtype, f"{field}: {a.dtype} {a.shape} vs {e.dtype} {e.shape}"
+        assert torch.equal(a, e), f"{field}: {int((a != e).sum())} of {a.numel()} differ"
+    assert actual.block_size == expected.block_size
+
+
+@pytest.mark.parametrize(
+    ("dtype", "D", "block", "quant"),
+    [
+        (torch.float32, 64, (64, 128), "int8"),
+        (torch.float16, 80, (128, 64), "int4"),
+        (torch.float16, 128, (64, 64), "int8"),
+        (torch.float32, 128, (128, 128), "int4"),
+    ],
+)
+def test_triton_quantize_qk_matches_the_twin_bit_for_bit(dtype, D, block, quant):
+    # N not a multiple of any block; inputs as a diffusers processor holds them, (B, N, H, D) seen as
+    # (B, H, N, D); a channel offset in K for smoothing to remove; a zero Q block and a zero K head.
+    B, H = 2, 2
+    q = (torch.randn(B, 150, H, D, device=DEVICE) * 3).to(dtype).transpose(1, 2)
+    k = (torch.randn(B, 190, H, D, device=DEVICE) + 4 * torch.randn(D, device=DEVICE)).to(dtype).transpose(1, 2)
+    q[1, 0, block[0] : 2 * block[0]] = 0
+    k[1, 1] = 0
+    fused = quantize_qk_triton(q, k, block, quant)
+    twin = quantize_qk(q, k, block, quant)
+    assert_same_quantization(fused, twin)
+    assert fused.q_scale[1, 0, 1] == 0 and not fused.k_scale[1, 1].any()  # the zero blocks got scale 0
+    assert fused.q.is_contiguous() and fused.k.is_contiguous()
+
+
+@pytest.mark.parametrize("quant", ["int8", "int4"])
+def test_triton_quantize_rounds_half_to_even_like_torch(quant):
+    # A block whose max is qmax has scale exactly 1 (qmax times fp32 1/qmax rounds to 1 for 7 and 127), so
+    # x / scale lands exactly on the halves: round-half-away-from-zero or floor(x + 0.5) would differ here.
+    qmax = quant_max({"int8": 8, "int4": 4}[quant])
+    halves = torch.arange(-qmax, qmax) + 0.5  # -6.5 ... 6.5 for int4
+    q = torch.cat([halves, torch.tensor([float(qmax)])]).repeat(4, 1)[None, None]  # (1, 1, 4, 2 qmax + 1)
+    quantized = quantize_qk_triton(q, q, (4, 4), quant)
+    assert torch.equal(quantized.q_scale, torch.ones(1, 1, 1))
+    assert quantized.q[0, 0, 0, :-1].tolist() == torch.round(halves).tolist()
+    assert quantized.q[0, 0, 0, qmax - 3 : qmax + 3].tolist() == [-2, -2, 0, 0, 2, 2]  # -2.5 ... 2.5
+    assert_same_quantization(quantized, quantize_qk(q, q, (4, 4), quant))
+
+
+@pytest.mark.parametrize(("block", "D"), [(256, 256), (48, 16)])
+def test_triton_quantize_large_and_odd_blocks(block, D):
+    # 256 x 256 is read in chunks of rows (max first, then quantize); 48 is no power of two
+    q, k, _ = make_inputs(1, 2, 300, 300, D, torch.float32, offset=3.0)
+    assert_same_quantization(
+        quantize_qk_triton(q, k, (block, block), "int8"), quantize_qk(q, k, (block, block), "int8")
+    )
+
+
+def test_triton_quantize_traces_under_torch_compile():
+    q, k, _ = make_inputs(1, 2, 100, 90, 32, torch.float32)
+
+    def scales(q, k):
+        quantized = quantize_qk_triton(q * 2.0, k, (64, 64), "int8")
+        return quantized.q_scale + 1.0, quantized.k
+
+    compiled = torch.compile(scales, fullgraph=True, backend="aot_eager")
+    for got, expected in zip(compiled(q, k), scales(q, k), strict=True):
+        assert torch.equal(got, expected)
+
+
+def test_triton_quantize_rejects_bad_inputs(monkeypatch):
+    q = torch.randn(1, 2, 64, 32, device=DEVICE)
+    with pytest.raises(ValueError, match="quant must be 'int8' or 'int4' to quantize, got None"):
+        quantize_qk_triton(q, q, (64, 64), None)
+    with pytest.raises(ValueError, match="quant must be None, 'int8' or 'int4', got 'int2'"):
+        quantize_qk_triton(q, q, (64, 64), "int2")
+    with pytest.raises(ValueError, match=r"block_size must be a \(bq, bk\) tuple, got 64"):
+        quantize_qk_triton(q, q, 64, "int8")
+    with pytest.raises(ValueError, match="block must be a positive int"):
+        quantize_qk_triton(q, q, (64, 0), "int8")
+    with pytest.raises(ValueError, match=r"q and k must be \(B, H, N, D\) with matching B, H, D"):
+        quantize_qk_triton(q, q[..., :16], (64, 64), "int8")
+    with pytest.raises(ValueError, match=r"q and k must be \(B, H, N, D\) with matching B, H, D"):
+        quantize_qk_triton(q[0], q[0], (64, 64), "int8")
+    with pytest.raises(ValueError, match=r"triton quantization takes fp16, bf16 or fp32 k, got torch\.float64"):
+        quantize_qk_triton(q, q.double(), (64, 64), "int8")
+    cpu = torch.randn(1, 2, 64, 32)
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    with pytest.raises(ValueError, match="triton quantization cannot run on cpu: triton kernels need a CUDA GPU"):
+        quantize_qk_triton(cpu, cpu, (64, 64), "int8")
+
+
+@pytest.mark.skipif(HAS_CUDA, reason="checks the CPU-only interpreter guard")
+def test_triton_quantize_refuses_bf16_under_the_interpreter():
+    q = torch.randn(1, 1, 64, 32)
+    with pytest.raises(ValueError, match="bf16 is silently wrong under the Triton interpreter"):
+        quantize_qk_triton(q, q.bfloat16(), (64, 64), "int8")
+
+
+def _nvidia_backend_missing() -> str | None:
+    try:
+        from triton.backends import backends
+    except ImportError:
+        return "triton is not installed"
+    return None if "nvidia" in backends else "this triton has no nvidia backend to compile for"
+
+
+# Run in a fresh process: under TRITON_INTERPRET=1 (set by conftest on a CPU) triton.language's own jit
+# helpers (tl.max, ...) are interpreter objects, and compiling a kernel for a GPU fails on them.
+_COMPILE_FOR_GPUS = """
+import json, triton
+from triton.backends.compiler import GPUTarget
+from dit_sparse.kernels.quant import _quantize_kernel, _quantize_launch_config
+
+kernel = _quantize_kernel()
+config = _quantize_launch_config(128, 128)
+num_warps = config.pop("num_warps")
+constexprs = dict(QMAX=127, MASK_BLOCK=128, SMOOTH=True, **config)
+ptx = {}
+for arch in (80, 90):
+    for dtype in ("fp16", "bf16"):
+        signature = {name: "i32" for name in kernel.arg_names}  # strides, sizes
+        signature.update(X="*" + dtype, MEAN="*fp32", X_INT="*i8", SCALE="*fp32", inv_qmax="fp32")
+        signature.update(dict.fromkeys(("stride_xb", "stride_xh", "stride_xn"), "i64"))
+        signature.update(dict.fromkeys(constexprs, "constexpr"))
+        source = triton.compiler.ASTSource(kernel, signature, constexprs=constexprs)
+        target = GPUTarget("cuda", arch, 32)
+        ptx[f"sm_{arch} {dtype}"] = triton.compile(source, target=target, options={"num_warps": num_warps}).asm["ptx"]
+print(json.dumps(ptx))
+"""
+
+
+@pytest.mark.skipif(_nvidia_backend_missing() is not None, reason=str(_nvidia_backend_missing()))
+def test_triton_quantize_compiles_for_sm80_and_sm90():
+    """Compiled for real GPU targets (fp16 and bf16 inputs) without a GPU: the divisions are IEEE, as the
+    twin's, and the rounding is not folded away."""
+    env = {name: value for name, value in os.environ.items() if name != "TRITON_INTERPRET"}
+    run = subprocess.run(
+        [sys.executable, "-c", _COMPILE_FOR_GPUS], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    ptx = json.loads(run.stdout.strip().splitlines()[-1])
+    assert sorted(ptx) == ["sm_80 bf16", "sm_80 fp16", "sm_90 bf16", "sm_90 fp16"]
+    for target, code in ptx.items():
+        # Triton's `/` would be div.full.f32 (approximate); the twin's division is IEEE, div.rn
+        assert "div.rn.f32" in code and "div.full.f32" not in code and "div.approx" not in code, target
+        # x + 1.5 * 2**23 - 1.5 * 2**23 survives as two adds
+        assert "0f4B400000" in code and "0fCB400000" in code, target
+        assert ("cvt.f32.bf16" if "bf16" in target else "cvt.f32.f16") in code, target
+
+
+# --------------------------------------------------------------------------------------------------
 # the public entry: choices and errors
 # --------------------------------------------------------------------------------------------------
 def test_auto_picks_a_quantized_backend():
@@ -304,3 +461,15 @@ def test_gpu_triton_matches_twin(dtype, D):
     mask = ds.BlockSparseMask.from_dense(random_blocks(1, H, 32, 32, 0.2).cuda(), 128, (n, n))
     q, k, v = make_inputs(2, H, n, n, D, dtype, offset=3.0)
     assert_kernel_matches_twin(q, k, v, mask, "int8")
+
+
+@requires_cuda
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
+def test_gpu_triton_quantize_matches_the_twin_bit_for_bit(dtype):
+    B, H, n, D = 2, 8, 4000, 128
+    q = torch.randn(B, n, H, D, device="cuda").to(dtype).transpose(1, 2)
+    k = (torch.randn(B, n, H, D, device="cuda") + 3 * torch.randn(D, device="cuda")).to(dtype).transpose(1, 2)
+    for block in ((128, 128), (64, 128)):
+        for quant in ("int8", "int4"):
+            assert_same_quantization(quantize_qk_triton(q, k, block, quant), quantize_qk(q, k, block, quant))
