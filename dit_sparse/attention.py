@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from .kernels import BACKENDS, quantized_backends
+from .kernels.backend_table import cuda_backend_order, cuda_device_name
 from .kernels.gather import flash_cpu_op, fused_cpu_attention
 from .kernels.quant import check_quant
 from .mask import BlockSparseMask
@@ -51,13 +52,19 @@ def select_backend(q: torch.Tensor, mask: BlockSparseMask, return_lse: bool = Fa
     """The backend ``"auto"`` runs for this call.
 
     On a CUDA GPU: ``triton`` (fastest; measured in ``benchmarks/attention.py``), else ``flex``, else
-    ``reference``. On a CPU: ``gather`` (kept kv blocks gathered per q block into torch's fused CPU
-    attention; faster than compiled ``flex`` at every density measured, with no compilation and with the
-    LSE), else ``flex``, else ``reference``. Triton never runs on a CPU under ``auto``: its interpreter
-    is for tests. A backend that cannot take the call (dtype, head dim, block size) is passed over, and
-    with ``quant`` so is every backend without quantized Q/K (``triton`` on a GPU, else ``reference``).
+    ``reference``; where the measured table ``kernels/gpu_backend_table.json`` has an entry for this GPU,
+    dtype and head dim, its backend is tried first (see :mod:`dit_sparse.kernels.backend_table`; it ships
+    empty, and ``flex-flash`` is never chosen without such an entry). On a CPU: ``gather`` (kept kv blocks
+    gathered per q block into torch's fused CPU attention; faster than compiled ``flex`` at every density
+    measured, with no compilation and with the LSE), else ``flex``, else ``reference``. Triton never runs
+    on a CPU under ``auto``: its interpreter is for tests. A backend that cannot take the call (dtype, head
+    dim, block size) is passed over, and with ``quant`` so is every backend without quantized Q/K
+    (``triton`` on a GPU, else ``reference``).
     """
-    order = ("triton", "flex", "reference") if q.device.type == "cuda" else ("gather", "flex", "reference")
+    if q.device.type == "cuda":
+        order = cuda_backend_order(cuda_device_name(q.device.index), q.dtype, q.shape[-1])
+    else:
+        order = ("gather", "flex", "reference")
     if quant is not None:
         order = tuple(name for name in order if name in quantized_backends())
     for name in order:
@@ -131,9 +138,9 @@ def block_sparse_attention(
         k, v (`torch.Tensor` of shape ``(B, H, Nk, D)``): keys and values, same dtype and device as ``q``.
         mask (`BlockSparseMask`): kept blocks for ``seq_len == (Nq, Nk)``, with ``H`` heads and batch 1
             (broadcast) or ``B``, on ``q``'s device.
-        backend (`str`, defaults to ``"auto"``): ``"reference"``, ``"gather"``, ``"flex"``, ``"triton"`` or
-            ``"auto"`` (see :func:`select_backend`). Under ``"auto"`` a mask that keeps every block runs the
-            device's dense SDPA (the same result, at dense speed); a named backend always runs itself.
+        backend (`str`, defaults to ``"auto"``): ``"reference"``, ``"gather"``, ``"flex"``, ``"flex-flash"``,
+            ``"triton"`` or ``"auto"`` (see :func:`select_backend`). Under ``"auto"`` a mask that keeps every
+            block runs the device's dense SDPA (the same result, at dense speed); a named backend always runs itself.
         scale (`float`, optional): softmax scale; defaults to ``1 / sqrt(D)``.
         return_lse (`bool`, defaults to False): also return the log-sum-exp of each row's kept scores,
             ``(B, H, Nq)`` fp32 in natural-log units (``-inf`` for rows with no kept block).

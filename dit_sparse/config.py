@@ -19,7 +19,7 @@ METHOD_NAMES = (
     "sparsed",
     "paro",
 )
-BACKEND_NAMES = ("auto", "reference", "gather", "flex", "triton")
+BACKEND_NAMES = ("auto", "reference", "gather", "flex", "flex-flash", "triton")
 
 # Parameters each method takes beyond the common ones, with their defaults.
 METHOD_PARAMS: dict[str, dict[str, Any]] = {

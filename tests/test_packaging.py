@@ -21,3 +21,9 @@ def test_every_subpackage_is_listed_and_assets_are_mapped():
     assert set(config["packages"]) == found | {"dit_sparse.assets"}
     assert config["package-dir"] == {"dit_sparse.assets": "assets"}
     assert (ROOT / "assets" / "__init__.py").is_file()
+
+
+def test_the_gpu_backend_table_ships_as_package_data():
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    assert "*.json" in config["package-data"]["dit_sparse.kernels"]
+    assert (ROOT / "dit_sparse" / "kernels" / "gpu_backend_table.json").is_file()

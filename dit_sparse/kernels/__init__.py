@@ -16,7 +16,14 @@ from dataclasses import dataclass
 import torch
 
 from ..mask import BlockSparseMask
-from .flex import flex_block_sparse_attention, flex_unavailable_reason, flex_unsupported_reason
+from .flex import (
+    flex_block_sparse_attention,
+    flex_flash_block_sparse_attention,
+    flex_flash_unavailable_reason,
+    flex_flash_unsupported_reason,
+    flex_unavailable_reason,
+    flex_unsupported_reason,
+)
 from .gather import gather_block_sparse_attention, gather_unavailable_reason, gather_unsupported_reason
 from .reference import reference_block_sparse_attention, reference_quantized_block_sparse_attention
 from .triton_block_sparse import (
@@ -69,6 +76,14 @@ BACKENDS: dict[str, Backend] = {
         flex_unavailable_reason,
         flex_unsupported_reason,
         "compiled torch FlexAttention with the block table; CPU and GPU",
+    ),
+    "flex-flash": Backend(
+        "flex-flash",
+        flex_flash_block_sparse_attention,
+        flex_flash_unavailable_reason,
+        flex_flash_unsupported_reason,
+        "compiled FlexAttention with BACKEND='FLASH' (FlashAttention-4, CuTe DSL); Hopper/Blackwell GPUs, "
+        "needs flash-attn-4; fp16/bf16; auto picks it only where gpu_backend_table.json says it is fastest",
     ),
     "triton": Backend(
         "triton",

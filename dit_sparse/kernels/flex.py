@@ -15,13 +15,23 @@ mask to smaller tiles (64 x 64, 64 x 32, 32 x 32) was measured at N = 8,192 on 2
 difference beyond the machine's noise, so masks run at their own block size. Since every block is full
 and the CPU template bounds the last tile by the sequence length, the per-token mask evaluation is
 skipped there (``SKIP_MASK_SCORE``).
+
+``flex-flash`` is the same call with ``kernel_options={"BACKEND": "FLASH"}``: inductor then emits
+FlashAttention-4 (Zadouri et al., 2026; CuTe DSL, https://github.com/Dao-AILab/flash-attention) instead of
+its Triton template. It needs a torch whose FlexAttention knows that option (2.13 does), a Hopper
+(sm_90) or Blackwell (sm_100 / sm_110) GPU, and the ``flash-attn-4`` package (``flash_attn.cute``, with
+``nvidia-cutlass-dsl``); it runs fp16 and bf16 only, inference only, and returns the LSE (in natural-log
+units, as FlexAttention reports it for that kernel). ``auto`` never picks it by itself: only a measured
+entry in ``gpu_backend_table.json`` (see :mod:`.backend_table`) makes it the first choice on a GPU.
 """
 
 from __future__ import annotations
 
 import functools
+import importlib.util
 import math
 import shutil
+import typing
 
 import torch
 
@@ -69,6 +79,80 @@ def flex_unsupported_reason(q: torch.Tensor, mask: BlockSparseMask, return_lse: 
     return None
 
 
+def flex_flash_unavailable_reason(device: torch.device | None = None) -> str | None:
+    """Why FlexAttention's FlashAttention-4 kernel cannot run on ``device`` (None if it can)."""
+    device = device or torch.device("cpu")
+    if device.type != "cuda":
+        return (
+            "flex-flash runs FlexAttention's FlashAttention-4 (CuTe DSL) kernel, which needs a CUDA GPU; "
+            f"this device is {device.type!r}"
+        )
+    return _flex_flash_unavailable_reason(device.index)
+
+
+@functools.cache
+def _flex_flash_unavailable_reason(index: int | None) -> str | None:
+    if not torch.cuda.is_available():
+        return "no CUDA device is visible to torch"
+    if not flex_has_flash_backend():
+        return (
+            f"torch {torch.__version__} has no FlexAttention kernel option BACKEND='FLASH' "
+            "(torch 2.13 has it; older releases lack it or need patches)"
+        )
+    major, minor = torch.cuda.get_device_capability(torch.device("cuda", index))
+    if major not in (9, 10, 11):
+        return (
+            "FlexAttention's FlashAttention-4 kernel targets Hopper (sm_90) and Blackwell (sm_100, sm_110) "
+            f"GPUs; this one is sm_{major}{minor}"
+        )
+    if not flash_attn_cute_available():
+        return (
+            "the flash-attn-4 package (module flash_attn.cute, with nvidia-cutlass-dsl) is not installed: "
+            "`pip install flash-attn-4` (`flash-attn-4[cu13]` on CUDA 13)"
+        )
+    from .triton_block_sparse import triton_unavailable_reason
+
+    # Inductor still compiles the rest of the graph (the block table's mask_mod) with Triton.
+    return triton_unavailable_reason(torch.device("cuda", index))
+
+
+def flex_has_flash_backend() -> bool:
+    """Whether this torch's FlexAttention accepts ``kernel_options={"BACKEND": "FLASH"}``."""
+    try:
+        from torch.nn.attention import flex_attention as module
+    except ImportError:
+        return False
+    return "FLASH" in typing.get_args(getattr(module, "_Backend", None))
+
+
+def flash_attn_cute_available() -> bool:
+    """Whether FlashAttention-4's CuTe DSL package (``flash_attn.cute``) can be imported; no import is done."""
+    try:
+        return importlib.util.find_spec("flash_attn.cute") is not None
+    except (ImportError, ValueError):  # no flash_attn package at all, or a broken one
+        return False
+
+
+def flex_flash_unsupported_reason(q: torch.Tensor, mask: BlockSparseMask, return_lse: bool) -> str | None:
+    if q.dtype not in (torch.float16, torch.bfloat16):
+        return f"flex-flash (FlashAttention-4) runs fp16 and bf16, not {q.dtype}"
+    D = q.shape[-1]
+    if D % 8:
+        return f"flex-flash needs a head dim divisible by 8, got {D}"
+    if q.device.type == "cuda":
+        major = torch.cuda.get_device_capability(q.device)[0]
+        if major == 9 and not 8 <= D <= 256:
+            return f"flex-flash on sm_90 takes head dims 8 to 256, got {D}"
+        if major in (10, 11) and not (8 <= D <= 128 or D == 256):
+            return f"flex-flash on sm_{major}x takes head dims 8 to 128 or 256, got {D}"
+    if any(size < 128 for size in mask.block_size):
+        # FlashAttention-4 tiles are 128 tokens (or more) per side; a sparse block must cover whole tiles.
+        return f"flex-flash needs mask blocks of at least 128 x 128 tokens, got {mask.block_size}"
+    if q.requires_grad and torch.is_grad_enabled():
+        return "flex-flash is inference only here; run under torch.no_grad()"
+    return None
+
+
 @functools.cache
 def _compiled_flex():
     from torch.nn.attention.flex_attention import flex_attention
@@ -91,8 +175,31 @@ def flex_block_sparse_attention(
     scale: float,
     return_lse: bool,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    block_mask = _flex_block_mask(mask)
     kernel_options = {"SKIP_MASK_SCORE": True} if q.device.type == "cpu" else None
+    return _flex_call(q, k, v, mask, scale, return_lse, kernel_options)
+
+
+def flex_flash_block_sparse_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    mask: BlockSparseMask,
+    scale: float,
+    return_lse: bool,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    return _flex_call(q, k, v, mask, scale, return_lse, {"BACKEND": "FLASH"})
+
+
+def _flex_call(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    mask: BlockSparseMask,
+    scale: float,
+    return_lse: bool,
+    kernel_options: dict | None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    block_mask = _flex_block_mask(mask)
     with torch._dynamo.config.patch(recompile_limit=_RECOMPILE_LIMIT, fail_on_recompile_limit_hit=True):
         result = _compiled_flex()(
             q, k, v, block_mask=block_mask, scale=scale, return_lse=return_lse, kernel_options=kernel_options

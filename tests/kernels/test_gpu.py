@@ -9,11 +9,13 @@ from __future__ import annotations
 import pytest
 import torch
 from _helpers import assert_within_tolerance, random_blocks
-from conftest import requires_cuda
+from conftest import HAS_CUDA, requires_cuda
 
 import dit_sparse as ds
 
 pytestmark = [requires_cuda, pytest.mark.gpu]
+
+FLEX_FLASH_REASON = ds.backend_status("cuda")["flex-flash"] if HAS_CUDA else "needs a CUDA GPU"
 
 
 @pytest.mark.parametrize("backend", ["triton", "flex"])
@@ -25,6 +27,22 @@ def test_bf16_matches_reference(backend, D):
     q, k, v = (torch.randn(2, H, n, D, device="cuda", dtype=torch.bfloat16) for _ in range(3))
     out = ds.block_sparse_attention(q, k, v, mask, backend=backend)
     assert_within_tolerance(out, q, k, v, mask)
+
+
+@pytest.mark.skipif(FLEX_FLASH_REASON is not None, reason=f"flex-flash unavailable: {FLEX_FLASH_REASON}")
+@pytest.mark.parametrize("D", [64, 128])
+def test_flex_flash_matches_reference_with_lse_and_an_empty_row(D):
+    n, H = 4000, 4
+    blocks = random_blocks(1, H, 32, 32, 0.2)
+    blocks[0, 1, 5] = False  # one q block of one head keeps nothing: zeros out, LSE -inf
+    mask = ds.BlockSparseMask.from_dense(blocks.cuda(), 128, (n, n))
+    q, k, v = (torch.randn(2, H, n, D, device="cuda", dtype=torch.bfloat16) for _ in range(3))
+    with torch.no_grad():
+        out, lse = ds.block_sparse_attention(q, k, v, mask, backend="flex-flash", return_lse=True)
+    assert_within_tolerance(out, q, k, v, mask)
+    _, ref_lse = ds.block_sparse_attention(q.float(), k.float(), v.float(), mask, backend="reference", return_lse=True)
+    torch.testing.assert_close(lse, ref_lse, atol=2e-2, rtol=1e-2)
+    assert bool((out[:, 1, 640:768] == 0).all())
 
 
 def test_triton_lse_in_bf16():
