@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -396,3 +398,24 @@ def _validate_plan(config: SparseAttentionConfig) -> None:
             f"a plan sets every head's pattern; method parameter(s) {sorted(config.params) or overridden} "
             "do not apply with a plan"
         )
+
+
+def parse_method_point(text: str) -> tuple[str, dict[str, Any]]:
+    """``"adaspa:density=0.2,search_steps=[0]"`` -> ``("adaspa", {"density": 0.2, "search_steps": [0]})``.
+
+    Values are JSON. Commas separate parameters only where a ``NAME=`` follows, so list values such as
+    ``window=[2,8]`` stay whole. A bare ``"radial"`` (no colon) is that method with no parameters.
+    """
+    method, sep, rest = text.partition(":")
+    if not method or (sep and not rest):
+        raise ValueError(f"expected METHOD or METHOD:NAME=VALUE[,NAME=VALUE], got {text!r}")
+    params: dict[str, Any] = {}
+    for item in filter(None, re.split(r",(?=[A-Za-z_]\w*=)", rest)):
+        name, eq, value = item.partition("=")
+        if not eq:
+            raise ValueError(f"method parameter must be NAME=VALUE, got {item!r} in {text!r}")
+        try:
+            params[name] = json.loads(value)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"value of {name} is not JSON: {value!r} (in {text!r})") from error
+    return method, params

@@ -96,3 +96,20 @@ def test_every_kernel_backend_can_be_configured():
 
     assert set(BACKEND_NAMES) == {"auto", *BACKENDS}
     assert SparseAttentionConfig("radial", backend="gather").backend == "gather"
+
+
+def test_parse_method_point():
+    from dit_sparse.config import parse_method_point
+
+    assert parse_method_point("radial") == ("radial", {})
+    point = parse_method_point("adaspa:search_steps=[0],density=0.2")
+    assert point == ("adaspa", {"search_steps": [0], "density": 0.2})
+    assert parse_method_point("draft:window=[2,8]") == ("draft", {"window": [2, 8]})
+    for text, message in [
+        ("", "expected METHOD or METHOD:NAME=VALUE"),
+        ("radial:", "expected METHOD or METHOD:NAME=VALUE"),
+        ("radial:decay", "must be NAME=VALUE, got 'decay'"),
+        ("radial:decay_factor=fast", "value of decay_factor is not JSON: 'fast'"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            parse_method_point(text)

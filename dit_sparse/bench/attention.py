@@ -459,6 +459,11 @@ def _run_sparse(
         except torch.OutOfMemoryError as error:
             skip = _first_line(error)
             _free_cuda(q.device)
+        except RuntimeError as error:
+            # A backend that compiles (flex, flex-flash) can fail inside inductor; one failing backend must not
+            # end a sweep whose other rows are still to be measured.
+            skip = f"failed: {_first_line(error)}"
+            _free_cuda(q.device)
     if skip is not None:
         logger.info(
             "skipping %s at N=%d D=%d density=%g: %s",

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from ..config import SparseAttentionConfig
+from ..config import SparseAttentionConfig, parse_method_point
 from ..integration.apply import apply_sparse_attention, remove_sparse_attention, summary
 from .attention import environment_info
 
@@ -56,7 +56,8 @@ MODELS: dict[str, dict[str, Any]] = {
 }  # fmt: skip
 
 # (frames, height, width) in pixels
-RESOLUTIONS = {"480p": (81, 480, 832), "720p": (81, 720, 1280), "cpu-small": (33, 256, 256)}
+# "tiny" (320 tokens on Wan) is for smoke runs such as ``benchmarks/gpu_evidence.sh --dry-run``.
+RESOLUTIONS = {"480p": (81, 480, 832), "720p": (81, 720, 1280), "cpu-small": (33, 256, 256), "tiny": (17, 128, 128)}
 
 
 def build_transformer(name: str, *, num_layers: int | None = None, dtype=torch.bfloat16, device="cuda"):
@@ -159,6 +160,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--resolution", choices=sorted(RESOLUTIONS), help="default: 480p on GPU, cpu-small on CPU")
     parser.add_argument("--layers", type=int, help="scale the model down (default: all on GPU, 2 on CPU)")
     parser.add_argument("--methods", default="radial,sparse_vdit,sliding_tile", help="comma-separated methods")
+    parser.add_argument(
+        "--point",
+        action="append",
+        default=[],
+        metavar="METHOD:NAME=VALUE[,NAME=VALUE]",
+        help="a method with parameters, e.g. adaspa:search_steps=[0] (repeatable; after --methods, labelled by "
+        "the text)",
+    )
     parser.add_argument("--block-size", type=int, default=128)
     parser.add_argument("--backend", default="auto")
     parser.add_argument("--steps", type=int, default=3)
@@ -169,14 +178,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     resolution = args.resolution or ("480p" if on_gpu else "cpu-small")
     layers = args.layers if args.layers is not None else (None if on_gpu else 2)
     dtype = torch.bfloat16 if on_gpu else torch.float32
-    configs = {
-        "dense (through dit-sparse)": SparseAttentionConfig("dense"),
-        **{
-            m: SparseAttentionConfig(m, block_size=args.block_size, backend=args.backend)
-            for m in args.methods.split(",")
-            if m
-        },
-    }
+    configs = {"dense (through dit-sparse)": SparseAttentionConfig("dense")}
+    for text in [m for m in args.methods.split(",") if m] + args.point:
+        method, params = parse_method_point(text)
+        configs[text] = SparseAttentionConfig(method, block_size=args.block_size, backend=args.backend, **params)
     rows = run_transformer_benchmark(
         args.model, resolution, configs, steps=args.steps, num_layers=layers, dtype=dtype, device=args.device
     )
@@ -187,7 +192,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{row['method']:<28} {row['seconds_per_step']:>9.3f} {row['speedup']:>7.2f}x {density:>8} {share:>10}")
     if args.out:
         with open(args.out, "w", encoding="utf-8") as handle:
-            json.dump({"environment": environment_info(args.device), "rows": rows}, handle, indent=2)
+            settings = {"model": args.model, "resolution": resolution, "layers": layers, "steps": args.steps,
+                        "block_size": args.block_size, "backend": args.backend, "dtype": str(dtype),
+                        "methods": list(configs)}  # fmt: skip
+            report = {"environment": environment_info(args.device), "settings": settings, "rows": rows}
+            json.dump(report, handle, indent=2)
     return 0
 
 

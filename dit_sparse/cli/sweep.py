@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import re
 
-from dit_sparse.config import SparseAttentionConfig
+from dit_sparse.config import SparseAttentionConfig, parse_method_point
 from dit_sparse.generation import GenerationSettings, load_pipeline, run_once, save_report
 from dit_sparse.kernels import BACKENDS
 
@@ -59,20 +57,10 @@ _TIMES = ("total_seconds", "transformer_seconds", "attention_seconds")
 
 
 def parse_point(text: str) -> tuple[str, dict]:
-    method, sep, rest = text.partition(":")
-    if not sep or not method:
+    """A sweep point names its parameters: ``METHOD:NAME=VALUE[,NAME=VALUE]`` (see ``parse_method_point``)."""
+    if ":" not in text:
         raise ValueError(f"--point takes METHOD:NAME=VALUE[,NAME=VALUE], got {text!r}")
-    params = {}
-    # commas separate parameters only where a NAME= follows, so list values like window=[2,8] stay whole
-    for item in filter(None, re.split(r",(?=[A-Za-z_]\w*=)", rest)):
-        name, eq, value = item.partition("=")
-        if not eq:
-            raise ValueError(f"--point parameter must be NAME=VALUE, got {item!r} in {text!r}")
-        try:
-            params[name] = json.loads(value)
-        except json.JSONDecodeError as error:
-            raise ValueError(f"--point value of {name} is not JSON: {value!r}") from error
-    return method, params
+    return parse_method_point(text)
 
 
 def plot_frontier(points: list[dict], path: str) -> None:

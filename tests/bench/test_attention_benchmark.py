@@ -144,6 +144,22 @@ def test_run_records_unsupported_call_as_skipped():
         assert row["skipped"] == backend_status("cpu")["flex"]
 
 
+def test_a_backend_that_fails_at_run_time_is_recorded_and_the_sweep_goes_on(monkeypatch):
+    import dataclasses
+
+    from dit_sparse.kernels import BACKENDS
+
+    def broken(*args):
+        raise RuntimeError("inductor could not compile the template\nlong traceback")
+
+    monkeypatch.setitem(BACKENDS, "gather", dataclasses.replace(BACKENDS["gather"], forward=broken))
+    rows = run_attention_benchmark(**TINY, densities=[0.5], backends=["gather", "reference"])
+    by_backend = {row["backend"]: row for row in rows if row["kind"] == "block_sparse"}
+    assert by_backend["gather"]["skipped"] == "failed: RuntimeError: inductor could not compile the template"
+    assert by_backend["gather"]["ms"] is None
+    assert by_backend["reference"]["skipped"] is None and by_backend["reference"]["ms"] > 0
+
+
 def test_quant_rows_time_the_quantized_calls_at_the_same_mask():
     from dit_sparse.bench.attention import _quant_variants
 
