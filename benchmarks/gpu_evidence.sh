@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# One-shot GPU evidence on one H100/H200, in at most 9 minutes (setup 45 s, stage limits 465 s, report 15 s):
+# One-shot GPU evidence on one H100/H200, in at most 9 minutes (setup 45 s, stage limits 480 s, report 15 s):
 #   setup        install wheels carried in .whl/ (diffusers and what it needs) into /tmp/site
 #   env          nvidia-smi, torch / triton / CUDA versions, which attention backends run and why not
-#   kernels_*    bf16, H 12, D 128, N 32,760 and 75,600, densities 5% to 100%: triton, flex, flex-flash and
+#   kernels_*    bf16, H 12, D 128, N 32,760 and 75,600, densities 5% to 100%: triton, triton-tma, flex, flex-flash and
 #                auto against dense SDPA, SDPA forced to FlashAttention and to cuDNN (one stage per N)
 #   transformer  Wan2.1-1.3B, random weights, 480p x 81 frames, 4 steps: dense vs radial, sparse_vdit
 #                (its default patterns) and adaspa (searching at the first step, reusing after)
@@ -80,10 +80,10 @@ BENCH=("$PY" -m dit_sparse.cli.main bench)
 if [ "$MODE" = gpu ]; then
     run_stage env 30 env.json "$PY" -m dit_sparse.bench.gpu_evidence env --device cuda --out "$WORK/env.json"
     for N in 32760 75600; do
-        limit=$([ "$N" = 32760 ] && echo 85 || echo 110)
+        limit=$([ "$N" = 32760 ] && echo 100 || echo 110)
         run_stage "kernels_n$N" "$limit" "kernels_n$N.json" "${BENCH[@]}" attention --device cuda --dtype bf16 \
             --seq-lens "$N" --head-dims 128 --heads 12 --densities 0.05,0.1,0.2,0.3,0.5,0.75,1.0 \
-            --backends triton,flex,flex-flash,auto --warmup 2 --repeats 5 --no-progress --out "$WORK/kernels_n$N.json"
+            --backends triton,triton-tma,flex,flex-flash,auto --warmup 2 --repeats 5 --no-progress --out "$WORK/kernels_n$N.json"
     done
     run_stage transformer 170 transformer.json "${BENCH[@]}" transformer --device cuda --model wan2.1-1.3b \
         --resolution 480p --steps 4 --methods radial,sparse_vdit --point 'adaspa:search_steps=[0]' \
@@ -95,7 +95,7 @@ else
     # Triton in its interpreter (fp32: bf16 is wrong there), the CPU gather backend, and flex-flash's reason.
     run_stage kernels_n512 60 kernels_n512.json env TRITON_INTERPRET=1 "${BENCH[@]}" attention --device cpu \
         --dtype fp32 --seq-lens 512 --head-dims 64 --heads 2 --densities 0.25,1.0 \
-        --backends triton,gather,flex-flash,auto --warmup 0 --repeats 2 --no-progress --out "$WORK/kernels_n512.json"
+        --backends triton,triton-tma,gather,flex-flash,auto --warmup 0 --repeats 2 --no-progress --out "$WORK/kernels_n512.json"
     run_stage transformer 60 transformer.json "${BENCH[@]}" transformer --device cpu --model wan2.1-1.3b \
         --resolution tiny --layers 1 --steps 1 --block-size 64 --methods radial,sparse_vdit \
         --point 'adaspa:search_steps=[0]' --out "$WORK/transformer.json"

@@ -21,7 +21,7 @@ METHOD_NAMES = (
     "sparsed",
     "paro",
 )
-BACKEND_NAMES = ("auto", "reference", "gather", "flex", "flex-flash", "triton")
+BACKEND_NAMES = ("auto", "reference", "gather", "flex", "flex-flash", "triton", "triton-tma")
 
 # Parameters each method takes beyond the common ones, with their defaults.
 METHOD_PARAMS: dict[str, dict[str, Any]] = {

@@ -90,62 +90,64 @@ def _mean_per_q_block(rows: torch.Tensor, bq: int) -> torch.Tensor:
 
 @functools.cache
 def _block_mass_kernel():
-    """Built on first use (and once), so that importing dit_sparse never imports triton."""
+    """(plain kernel, autotuned kernel), built on first use so that importing dit_sparse never imports triton."""
     import triton
-    import triton.language as tl
 
-    @triton.jit
-    def _block_mass_kernel(
-        Q, K, LSE, MASS, qk_scale_log2,
-        stride_qb, stride_qh, stride_qn, stride_qd,
-        stride_kb, stride_kh, stride_kn, stride_kd,
-        H, N_Q, N_K, HEAD_DIM, N_KV_BLOCKS,
-        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
-    ):  # fmt: skip
-        pid_m = tl.program_id(0)
-        pid_bh = tl.program_id(1)
-        b, h = pid_bh // H, pid_bh % H
-        offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-        offs_d = tl.arange(0, BLOCK_D)
-        row_ok = offs_m < N_Q
-        q = tl.load(
-            Q + b * stride_qb + h * stride_qh + offs_m[:, None] * stride_qn + offs_d[None, :] * stride_qd,
-            mask=row_ok[:, None] & (offs_d[None, :] < HEAD_DIM),
-            other=0.0,
-        )
-        lse_log2 = tl.load(LSE + pid_bh * N_Q + offs_m, mask=row_ok, other=0.0) * 1.4426950408889634
-        n_rows = tl.minimum(N_Q - pid_m * BLOCK_M, BLOCK_M)
-        for j in range(0, N_KV_BLOCKS):
-            offs_n = j * BLOCK_N + tl.arange(0, BLOCK_N)
-            col_ok = offs_n < N_K
-            k = tl.load(
-                K + b * stride_kb + h * stride_kh + offs_n[None, :] * stride_kn + offs_d[:, None] * stride_kd,
-                mask=col_ok[None, :] & (offs_d[:, None] < HEAD_DIM),
-                other=0.0,
-            )
-            qk = tl.dot(q, k, input_precision="ieee") * qk_scale_log2
-            p = tl.exp2(qk - lse_log2[:, None])
-            p = tl.where(row_ok[:, None] & col_ok[None, :], p, 0.0)
-            total = tl.sum(tl.sum(p, 1), 0) / n_rows
-            tl.store(MASS + (pid_bh * tl.cdiv(N_Q, BLOCK_M) + pid_m) * N_KV_BLOCKS + j, total)
+    from .kernels.gpu_model import all_tile_configs, autotune_candidates, block_mass_configs
+    from .kernels.triton_block_sparse import device_arch, triton_configs
+    from .kernels.triton_jit import _block_mass_kernel as kernel
 
-    return _block_mass_kernel
+    def _prune(configs, named_args, **kwargs):
+        """The configs the per-architecture model says launch without spilling (see gpu_model)."""
+        arch = device_arch(named_args["Q"].device)
+        kept = block_mass_configs(arch, kwargs["MASK_BQ"], kwargs["MASK_BK"], kwargs["HEAD_DIM"],
+                                  named_args["Q"].element_size())  # fmt: skip
+        return triton_configs(autotune_candidates(kept))
+
+    autotuned = triton.autotune(
+        configs=triton_configs(all_tile_configs()),
+        key=["N_Q", "N_K", "HEAD_DIM", "MASK_BQ", "MASK_BK", "EVEN_N", "IEEE_DOT"],
+        prune_configs_by={"early_config_prune": _prune},
+    )(kernel)
+    return kernel, autotuned
 
 
 def _block_mass_triton(q, k, lse, bq, bk, scale) -> torch.Tensor:
-    import triton
+    """Each q tile's summed mass per kv block from the kernel, then summed per q block and divided by its rows."""
+    from .kernels.gpu_model import padded_head_dim
 
     B, H, n_q, D = q.shape
     n_k = k.shape[2]
-    n_q_blocks, n_kv_blocks = triton.cdiv(n_q, bq), triton.cdiv(n_k, bk)
-    mass = torch.empty(B, H, n_q_blocks, n_kv_blocks, dtype=torch.float32, device=q.device)
+    n_q_blocks, n_kv_blocks = -(-n_q // bq), -(-n_k // bk)
+    if q.is_cuda and q.dtype == torch.float32:
+        q, k = q.to(torch.bfloat16), k.to(torch.bfloat16)  # fp32 dots on a GPU spill; bf16 operands, fp32 sums
     lse = lse.float().contiguous()
-    block_d = max(16, 1 << (D - 1).bit_length())
-    _block_mass_kernel()[(n_q_blocks, B * H)](
-        q, k, lse, mass, scale * LOG2E, *q.stride(), *k.stride(), H, n_q, n_k, D, n_kv_blocks,
-        BLOCK_M=bq, BLOCK_N=bk, BLOCK_D=block_d,
+    common = dict(
+        HEAD_DIM=D, MASK_BQ=bq, MASK_BK=bk, BLOCK_D=padded_head_dim(D), EVEN_N=n_k % bk == 0,
+        IEEE_DOT=q.dtype == torch.float32,
     )  # fmt: skip
-    return mass
+    args = (q, k, lse, scale * LOG2E, *q.stride(), *k.stride(), H, n_q, n_k, n_kv_blocks)
+    plain, autotuned = _block_mass_kernel()
+    # The kernel writes (B*H, q tiles, nK) with q tiles = its grid's first dim, which depends on the BLOCK_M the
+    # autotuner picks: a flat buffer sized for the most tiles, read back in the layout of the launch that ran last.
+    flat = q.new_empty(B * H * n_q_blocks * max(1, bq // 64) * n_kv_blocks, dtype=torch.float32)
+    launched = {}
+
+    def grid(meta):
+        launched["tiles"] = n_q_blocks * (bq // meta["BLOCK_M"])
+        return (launched["tiles"], B * H)
+
+    if q.device.type == "cpu":
+        block_m, block_n = min(64, bq), min(32, bk)  # the interpreter: one fixed tile, no autotuning
+        plain[grid({"BLOCK_M": block_m})](q, k, lse, flat, *args[3:], BLOCK_M=block_m, BLOCK_N=block_n, **common)
+    else:
+        with torch.cuda.device(q.device):
+            autotuned[grid](q, k, lse, flat, *args[3:], **common)
+    partial = flat[: B * H * launched["tiles"] * n_kv_blocks]
+    per_block = partial.view(B, H, n_q_blocks, -1, n_kv_blocks).sum(dim=3)  # (B, H, nQ, nK)
+    rows = torch.full((n_q_blocks, 1), float(bq), device=q.device)
+    rows[-1] = n_q - (n_q_blocks - 1) * bq
+    return per_block / rows
 
 
 def _block_mass_fused_cpu(q, k, lse, bq, bk, scale) -> tuple[torch.Tensor, torch.Tensor]:

@@ -48,7 +48,7 @@ def test_the_first_call_of_a_kernel_signature_is_timed_apart():
 
 def test_backends_listing_and_auto():
     status = ds.backend_status("cpu")
-    assert set(status) == {"reference", "gather", "flex", "flex-flash", "triton"}
+    assert set(status) == {"reference", "gather", "flex", "flex-flash", "triton", "triton-tma"}
     assert status["reference"] is None
     assert "reference" in ds.list_backends("cpu")
     q, _, _, mask = make()

@@ -29,6 +29,9 @@ from .reference import reference_block_sparse_attention, reference_quantized_blo
 from .triton_block_sparse import (
     triton_block_sparse_attention,
     triton_quantized_block_sparse_attention,
+    triton_tma_block_sparse_attention,
+    triton_tma_unavailable_reason,
+    triton_tma_unsupported_reason,
     triton_unavailable_reason,
     triton_unsupported_reason,
 )
@@ -92,6 +95,14 @@ BACKENDS: dict[str, Backend] = {
         triton_unsupported_reason,
         "block-sparse flash-attention forward in Triton; CUDA (CPU only under TRITON_INTERPRET=1)",
         triton_quantized_block_sparse_attention,
+    ),
+    "triton-tma": Backend(
+        "triton-tma",
+        triton_tma_block_sparse_attention,
+        triton_tma_unavailable_reason,
+        triton_tma_unsupported_reason,
+        "the Triton kernel on tensor descriptors (TMA bulk copies); sm_90+, fp16/bf16, head dim 64/128; auto "
+        "picks it only where gpu_backend_table.json says it is fastest",
     ),
 }
 

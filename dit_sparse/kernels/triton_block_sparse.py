@@ -5,14 +5,24 @@ FlashAttention (Dao et al., 2022, https://arxiv.org/abs/2205.14135) restricted t
 attention and DraftAttention.
 
 Layout: q, k, v are ``(B, H, N, D)`` with any strides; the mask's compressed table gives, for every
-(batch or broadcast batch, head, q block), the number of kept kv blocks and their ids. One program owns
-``BLOCK_M`` query rows of one (batch, head) and walks that row's kv-block ids, each cut into ``BLOCK_N``
-token tiles, with an online softmax in fp32 (exp2 with ``scale * log2(e)`` folded in).
+(batch or broadcast batch, head, q block), the number of kept kv blocks and their ids (ascending). One program
+owns ``BLOCK_M`` query rows of one (batch, head) and walks that row's kept kv blocks as **one flattened,
+software-pipelined loop over ``BLOCK_N``-token tiles** (tile ``t`` is tile ``t % (MASK_BK / BLOCK_N)`` of
+kept block ``t // (MASK_BK / BLOCK_N)``), so shared memory grows with ``BLOCK_N`` and ``num_stages``, never with
+the mask block. The online softmax runs in fp32 in log2 units with the scale folded into one FMA per score
+(``exp2(qk * scale * log2(e) - m)``, as in Triton's fused-attention tutorial); only the sequence's partial last
+kv block (if kept, it is the last id) is masked, in a short tail loop after the main one. The head dim is a
+compile-time constant; batch and head offsets are int64 (B x H x N x D may pass 2^31 elements).
 
-Limits: fp16, bf16 and fp32 inputs (fp32 dots in IEEE precision); head dims up to 256 (padded to a power
-of two inside the kernel, so 64, 128 and also 80 or 96 work); sequence tails masked, so any N; empty rows
-give zeros and LSE ``-inf``. Forward only. Under ``TRITON_INTERPRET=1`` the kernel runs on CPU tensors
-(fp32 and fp16 only: bf16 is silently wrong in the interpreter, so it is refused there).
+Configs: the autotuner tries only the tile configs that :mod:`dit_sparse.kernels.gpu_model` says fit the
+GPU's shared memory and registers; ``benchmarks/compile_check.py`` compiles every one of them for sm_80 and
+sm_90 with ptxas and the test suite checks a subset (no GPU needed).
+
+Limits: fp16 and bf16 on a GPU; fp32 inputs on a GPU run with bf16 operands (fp32 softmax, accumulation and
+output; bf16's tolerance) since fp32 dots compile to spilling FMA code; under ``TRITON_INTERPRET=1`` on CPU
+tensors fp32 (IEEE dots) and fp16 (bf16 is silently wrong in the interpreter, so it is refused there). Head
+dims up to 256 (padded to a power of two inside the kernel, so 64, 128 and also 80 or 96 work); any N; empty
+rows give zeros and LSE ``-inf``. Forward only.
 
 Quantized variant (``QUANT``, launched by :func:`triton_quantized_block_sparse_attention`): Q and K arrive
 as int8 with one fp32 scale per mask block (see :mod:`dit_sparse.kernels.quant`); ``QK^T`` is an int8 dot
@@ -31,7 +41,14 @@ import os
 import torch
 
 from ..mask import BlockSparseMask
-from .quant import lse_offset, quantize_qk
+from .gpu_model import (
+    all_tile_configs,
+    attention_configs,
+    autotune_candidates,
+    padded_head_dim,
+    tma_attention_configs,
+)
+from .quant import lse_offset, quantize_qk_triton
 
 LOG2E = 1.4426950408889634
 
@@ -80,130 +97,41 @@ def triton_unsupported_reason(q: torch.Tensor, mask: BlockSparseMask, return_lse
 
 @functools.cache
 def _kernels():
-    """Compile-time objects, built on first use so that importing dit_sparse never imports triton."""
+    """(plain kernel, autotuned kernel), built on first use so that importing dit_sparse never imports triton."""
     import triton
-    import triton.language as tl
 
-    @triton.jit
-    def _block_sparse_fwd_kernel(
-        Q, K, V, Out, Lse, KV_NUM, KV_IDX, Q_SCALE, K_SCALE,
-        qk_scale_log2,
-        stride_qb, stride_qh, stride_qn, stride_qd,
-        stride_kb, stride_kh, stride_kn, stride_kd,
-        stride_vb, stride_vh, stride_vn, stride_vd,
-        stride_ob, stride_oh, stride_on, stride_od,
-        stride_numb, stride_numh, stride_numm,
-        stride_idxb, stride_idxh, stride_idxm,
-        stride_qsb, stride_qsh, stride_ksb, stride_ksh,
-        H, N_Q, N_K, HEAD_DIM,
-        MASK_BQ: tl.constexpr, MASK_BK: tl.constexpr,
-        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
-        OUTPUT_LSE: tl.constexpr, IEEE_DOT: tl.constexpr, QUANT: tl.constexpr,
-    ):  # fmt: skip
-        pid_m = tl.program_id(0)
-        pid_bh = tl.program_id(1)
-        b = pid_bh // H
-        h = pid_bh % H
-
-        # -- this program's query rows and its row of the block table
-        offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-        offs_d = tl.arange(0, BLOCK_D)
-        row_ok = offs_m < N_Q
-        d_ok = offs_d < HEAD_DIM
-        mask_row = (pid_m * BLOCK_M) // MASK_BQ
-        q_ptrs = Q + b * stride_qb + h * stride_qh + offs_m[:, None] * stride_qn + offs_d[None, :] * stride_qd
-        q = tl.load(q_ptrs, mask=row_ok[:, None] & d_ok[None, :], other=0.0)
-        n_kept = tl.load(KV_NUM + b * stride_numb + h * stride_numh + mask_row * stride_numm)
-        idx_row = KV_IDX + b * stride_idxb + h * stride_idxh + mask_row * stride_idxm
-        k_base = K + b * stride_kb + h * stride_kh
-        v_base = V + b * stride_vb + h * stride_vh
-        qk_scale = qk_scale_log2
-        if QUANT:
-            # BLOCK_M divides MASK_BQ, so all of this program's rows share one q block and one scale.
-            qk_scale = qk_scale * tl.load(Q_SCALE + b * stride_qsb + h * stride_qsh + mask_row)
-            k_scale_row = K_SCALE + b * stride_ksb + h * stride_ksh
-
-        m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
-        l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
-        acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
-
-        # -- walk the kept kv blocks, each in BLOCK_N-token tiles, with an online softmax
-        for i in range(0, n_kept):
-            kv_block = tl.load(idx_row + i)
-            if QUANT:
-                tile_scale = qk_scale * tl.load(k_scale_row + kv_block)
-            for j in tl.static_range(MASK_BK // BLOCK_N):
-                offs_n = kv_block * MASK_BK + j * BLOCK_N + tl.arange(0, BLOCK_N)
-                col_ok = offs_n < N_K
-                k = tl.load(
-                    k_base + offs_n[None, :] * stride_kn + offs_d[:, None] * stride_kd,
-                    mask=col_ok[None, :] & d_ok[:, None],
-                    other=0.0,
-                )  # (BLOCK_D, BLOCK_N)
-                if QUANT:
-                    # int8 x int8 summed in int32 is exact; both block scales make it a score again.
-                    qk = tl.dot(q, k, out_dtype=tl.int32).to(tl.float32) * tile_scale
-                elif IEEE_DOT:
-                    qk = tl.dot(q, k, input_precision="ieee") * qk_scale
-                else:
-                    qk = tl.dot(q, k) * qk_scale
-                qk = tl.where(col_ok[None, :], qk, float("-inf"))  # (BLOCK_M, BLOCK_N)
-                m_new = tl.maximum(m_i, tl.max(qk, 1))
-                # A tile past the sequence end is all -inf; keep the running max finite so no NaN appears.
-                m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
-                alpha = tl.exp2(m_i - m_safe)
-                p = tl.exp2(qk - m_safe[:, None])
-                l_i = l_i * alpha + tl.sum(p, 1)
-                v = tl.load(
-                    v_base + offs_n[:, None] * stride_vn + offs_d[None, :] * stride_vd,
-                    mask=col_ok[:, None] & d_ok[None, :],
-                    other=0.0,
-                )  # (BLOCK_N, BLOCK_D)
-                if IEEE_DOT:
-                    acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision="ieee")
-                else:
-                    acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
-                m_i = m_new
-
-        # -- normalize and store; a row with no kept block yields zeros and LSE -inf
-        has_mass = l_i > 0.0
-        acc = acc / tl.where(has_mass, l_i, 1.0)[:, None]
-        o_ptrs = Out + b * stride_ob + h * stride_oh + offs_m[:, None] * stride_on + offs_d[None, :] * stride_od
-        tl.store(o_ptrs, acc.to(Out.dtype.element_ty), mask=row_ok[:, None] & d_ok[None, :])
-        if OUTPUT_LSE:
-            lse = tl.where(has_mass, (m_i + tl.log2(tl.where(has_mass, l_i, 1.0))) * 0.6931471805599453,
-                           float("-inf"))  # fmt: skip
-            tl.store(Lse + pid_bh * N_Q + offs_m, lse, mask=row_ok)
-
-    configs = [
-        triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s)
-        for bm in (64, 128)
-        for bn in (32, 64, 128)
-        for w in (4, 8)
-        for s in (2, 3, 4)
-    ]
+    from .triton_jit import _block_sparse_fwd_kernel
 
     def _prune(configs, named_args, **kwargs):
-        """Keep tiles that divide the mask blocks and fit in shared memory."""
-        mask_bq, mask_bk, block_d = kwargs["MASK_BQ"], kwargs["MASK_BK"], kwargs["BLOCK_D"]
-        kept = []
-        for cfg in configs:
-            bm, bn = cfg.kwargs["BLOCK_M"], cfg.kwargs["BLOCK_N"]
-            if mask_bq % bm or mask_bk % bn:
-                continue
-            if block_d >= 256 and (bm * bn > 64 * 64 or cfg.num_stages > 2):
-                continue
-            if block_d >= 128 and bm == 128 and bn == 128 and cfg.num_stages > 2:
-                continue
-            kept.append(cfg)
-        return kept or [triton.Config({"BLOCK_M": min(64, mask_bq), "BLOCK_N": min(32, mask_bk)}, num_warps=4)]
+        """The configs the per-architecture model says launch without spilling (see gpu_model)."""
+        arch = device_arch(named_args["Q"].device)
+        kept = attention_configs(arch, kwargs["MASK_BQ"], kwargs["MASK_BK"], kwargs["HEAD_DIM"],
+                                 named_args["V"].element_size(), quant=kwargs["QUANT"])  # fmt: skip
+        return triton_configs(autotune_candidates(kept))
 
     autotuned = triton.autotune(
-        configs=configs,
-        key=["N_Q", "N_K", "HEAD_DIM", "MASK_BQ", "MASK_BK", "OUTPUT_LSE", "IEEE_DOT", "QUANT"],
+        configs=triton_configs(all_tile_configs()),
+        key=["N_Q", "N_K", "HEAD_DIM", "MASK_BQ", "MASK_BK", "EVEN_N", "OUTPUT_LSE", "IEEE_DOT", "QUANT"],
         prune_configs_by={"early_config_prune": _prune},
     )(_block_sparse_fwd_kernel)
     return _block_sparse_fwd_kernel, autotuned
+
+
+def triton_configs(tile_configs) -> list:
+    """``triton.Config`` objects for :class:`~dit_sparse.kernels.gpu_model.TileConfig` tiles."""
+    import triton
+
+    return [
+        triton.Config({"BLOCK_M": c.block_m, "BLOCK_N": c.block_n}, num_warps=c.num_warps, num_stages=c.num_stages)
+        for c in tile_configs
+    ]
+
+
+@functools.cache
+def device_arch(device: torch.device) -> int:
+    """Compute capability of a CUDA device as one number: 90 for 9.0 (H100), 80 for 8.0 (A100)."""
+    major, minor = torch.cuda.get_device_capability(device)
+    return major * 10 + minor
 
 
 def _launch(
@@ -224,9 +152,14 @@ def _launch(
     quant = q_scale is not None
     if quant:
         _check_quantized(q, k, q_scale, k_scale, mask_bq, mask_bk)
+    out_dtype = v.dtype
+    if q.device.type == "cuda" and v.dtype == torch.float32:
+        # fp32 dots on a GPU compile to plain FMAs that spill; fp32 inputs run with bf16 operands instead
+        # (fp32 softmax and accumulation, fp32 output): the documented tolerance is bf16's.
+        q, k = (q, k) if quant else (q.to(torch.bfloat16), k.to(torch.bfloat16))
+        v = v.to(torch.bfloat16)
     out = torch.empty_like(q, dtype=v.dtype)
     lse = torch.empty((B, H, N_Q) if return_lse else (0,), device=q.device, dtype=torch.float32)
-    block_d = max(32 if quant else 16, 1 << (D - 1).bit_length())
     plain, autotuned = _kernels()
     # A broadcast mask (batch 1) is read with batch stride 0.
     num_strides = (0 if kv_num.shape[0] == 1 else kv_num.stride(0), kv_num.stride(1), kv_num.stride(2))
@@ -240,10 +173,12 @@ def _launch(
         scale * LOG2E,
         *q.stride(), *k.stride(), *v.stride(), *out.stride(),
         *num_strides, *idx_strides, *scale_strides,
-        H, N_Q, N_K, D,
+        H, N_Q, N_K,
     )  # fmt: skip
-    common = dict(MASK_BQ=mask_bq, MASK_BK=mask_bk, BLOCK_D=block_d, OUTPUT_LSE=return_lse, QUANT=quant)
-    common["IEEE_DOT"] = v.dtype == torch.float32
+    common = dict(
+        HEAD_DIM=D, MASK_BQ=mask_bq, MASK_BK=mask_bk, BLOCK_D=padded_head_dim(D, quant), EVEN_N=N_K % mask_bk == 0,
+        OUTPUT_LSE=return_lse, IEEE_DOT=v.dtype == torch.float32, QUANT=quant,
+    )  # fmt: skip
     if q.device.type == "cpu":
         # The interpreter is slow: one fixed tile, no autotuning.
         bm, bn = min(64, mask_bq), min(32, mask_bk)
@@ -251,7 +186,7 @@ def _launch(
     else:
         with torch.cuda.device(q.device):
             autotuned[lambda meta: (_cdiv(N_Q, meta["BLOCK_M"]), B * H)](*args, **common)
-    return out, lse
+    return out.to(out_dtype), lse
 
 
 def _check_quantized(
@@ -319,6 +254,152 @@ def triton_block_sparse_attention(
     return out, (lse if return_lse else None)
 
 
+def triton_tma_unavailable_reason(device: torch.device | None = None) -> str | None:
+    """Why the tensor-descriptor (TMA) kernel cannot run on ``device`` (None if it can)."""
+    reason = triton_unavailable_reason(device)
+    if reason is not None:
+        return reason
+    import triton.language as tl
+
+    if not hasattr(tl, "make_tensor_descriptor"):
+        return "this triton has no tl.make_tensor_descriptor (needs triton >= 3.4)"
+    device = device or (torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu"))
+    if device.type == "cuda" and device_arch(device) < 90:
+        return f"tensor-descriptor copies (TMA) need sm_90 or newer, this GPU is sm_{device_arch(device)}"
+    return None
+
+
+TMA_HEAD_DIMS = (64, 128)
+
+
+def triton_tma_unsupported_reason(q: torch.Tensor, mask: BlockSparseMask, return_lse: bool) -> str | None:
+    """The descriptor kernel takes fp16/bf16 (fp32 and fp16 under the interpreter), head dim 64 or 128 (the
+    compile-checked ones), a contiguous head dim and 16-byte aligned rows; otherwise ``triton`` serves."""
+    if q.device.type == "cpu":
+        if q.dtype not in (torch.float16, torch.float32):
+            return f"under the Triton interpreter triton-tma runs fp16 and fp32, not {q.dtype}"
+    elif q.dtype not in (torch.float16, torch.bfloat16):
+        return f"triton-tma runs fp16 and bf16 on a GPU, not {q.dtype}"
+    if q.shape[-1] not in TMA_HEAD_DIMS:
+        return f"triton-tma supports head dims {TMA_HEAD_DIMS}, got {q.shape[-1]}"
+    if q.stride(-1) != 1 or (q.stride(-2) * q.element_size()) % 16 or q.data_ptr() % 16:
+        return "triton-tma needs a contiguous head dim and 16-byte aligned rows (use triton)"
+    return None
+
+
+def _tma_ready(*tensors: torch.Tensor) -> bool:
+    return all(t.stride(-1) == 1 and (t.stride(-2) * t.element_size()) % 16 == 0 and t.data_ptr() % 16 == 0
+               for t in tensors)  # fmt: skip
+
+
+@functools.cache
+def _tma_kernels():
+    """(plain, autotuned) tensor-descriptor kernel; configs pruned by the same model as the pointer kernel."""
+    import triton
+
+    from .triton_jit import _block_sparse_fwd_tma_kernel
+
+    def _prune(configs, named_args, **kwargs):
+        arch = device_arch(named_args["Q"].device)
+        kept = tma_attention_configs(arch, kwargs["MASK_BQ"], kwargs["MASK_BK"], kwargs["HEAD_DIM"],
+                                     named_args["V"].element_size())  # fmt: skip
+        return triton_configs(autotune_candidates(kept))
+
+    autotuned = triton.autotune(
+        configs=triton_configs(all_tile_configs()),
+        key=["N_Q", "N_K", "HEAD_DIM", "MASK_BQ", "MASK_BK", "EVEN_N", "OUTPUT_LSE", "WARP_SPECIALIZE"],
+        prune_configs_by={"early_config_prune": _prune},
+    )(_block_sparse_fwd_tma_kernel)
+    return _block_sparse_fwd_tma_kernel, autotuned
+
+
+def _launch_tma(q, k, v, kv_num, kv_idx, scale, mask_bq, mask_bk, return_lse) -> tuple[torch.Tensor, torch.Tensor]:
+    from triton.runtime import _allocation
+
+    if not _tma_ready(q, k, v):  # K or V strided in a way a descriptor cannot take: the pointer kernel
+        return _launch(q, k, v, kv_num, kv_idx, scale, mask_bq, mask_bk, return_lse)
+    B, H, N_Q, D = q.shape
+    N_K = k.shape[2]
+    out = torch.empty_like(q)
+    if not _tma_ready(out):
+        out = torch.empty(B, H, N_Q, D, dtype=q.dtype, device=q.device)
+    lse = torch.empty((B, H, N_Q) if return_lse else (0,), device=q.device, dtype=torch.float32)
+    num_strides = (0 if kv_num.shape[0] == 1 else kv_num.stride(0), kv_num.stride(1), kv_num.stride(2))
+    idx_strides = (0 if kv_idx.shape[0] == 1 else kv_idx.stride(0), kv_idx.stride(1), kv_idx.stride(2))
+    args = (
+        q, k, v, out, lse if return_lse else out, kv_num, kv_idx, scale * LOG2E,
+        *q.stride()[:3], *k.stride()[:3], *v.stride()[:3], *out.stride()[:3],
+        *num_strides, *idx_strides, H, N_Q, N_K,
+    )  # fmt: skip
+    common = dict(HEAD_DIM=D, MASK_BQ=mask_bq, MASK_BK=mask_bk, EVEN_N=N_K % mask_bk == 0, OUTPUT_LSE=return_lse)
+    plain, autotuned = _tma_kernels()
+    # Descriptors built in the kernel need a scratch allocator; set ours only for this launch, and only
+    # where the caller has not set one.
+    token = None
+    if isinstance(_allocation._allocator.get(), _allocation.NullAllocator):
+        token = _allocation._allocator.set(
+            lambda size, alignment, stream: torch.empty(size, dtype=torch.int8, device=q.device)
+        )
+    try:
+        if q.device.type == "cpu":
+            bm, bn = min(64, mask_bq), min(32, mask_bk)
+            plain[(_cdiv(N_Q, bm), B * H)](*args, BLOCK_M=bm, BLOCK_N=bn, WARP_SPECIALIZE=False, **common)
+        else:
+            with torch.cuda.device(q.device):
+                grid = lambda meta: (_cdiv(N_Q, meta["BLOCK_M"]), B * H)
+                autotuned[grid](*args, WARP_SPECIALIZE=TMA_WARP_SPECIALIZE, **common)
+    finally:
+        if token is not None:
+            _allocation._allocator.reset(token)
+    return out, lse
+
+
+# Warp specialization of the descriptor kernel's loop: on only once a GPU run shows it compiles and helps.
+TMA_WARP_SPECIALIZE = False
+
+
+@torch.library.custom_op("dit_sparse::block_sparse_attention_tma_fwd", mutates_args=())
+def _block_sparse_attention_tma_fwd(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    kv_num: torch.Tensor,
+    kv_idx: torch.Tensor,
+    scale: float,
+    mask_bq: int,
+    mask_bk: int,
+    return_lse: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    return _launch_tma(q, k, v, kv_num, kv_idx, scale, mask_bq, mask_bk, return_lse)
+
+
+@_block_sparse_attention_tma_fwd.register_fake
+def _(q, k, v, kv_num, kv_idx, scale, mask_bq, mask_bk, return_lse):
+    B, H, N_Q, _ = q.shape
+    return torch.empty_like(q), q.new_empty((B, H, N_Q) if return_lse else (0,), dtype=torch.float32)
+
+
+def triton_tma_block_sparse_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    mask: BlockSparseMask,
+    scale: float,
+    return_lse: bool,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The tensor-descriptor (TMA) kernel for Hopper and newer, through ``dit_sparse::block_sparse_attention_tma_fwd``.
+
+    Same inputs, outputs and twin (``reference``) as :func:`triton_block_sparse_attention`; K and V tiles
+    arrive by bulk tensor copies instead of per-thread loads. ``auto`` uses it only where the measured table
+    (:mod:`dit_sparse.kernels.backend_table`) says it is the fastest on that GPU.
+    """
+    bq, bk = mask.block_size
+    out, lse = torch.ops.dit_sparse.block_sparse_attention_tma_fwd(
+        q, k, v, mask.kv_num_blocks, mask.kv_indices, float(scale), bq, bk, return_lse
+    )
+    return out, (lse if return_lse else None)
+
+
 def triton_quantized_block_sparse_attention(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -328,13 +409,14 @@ def triton_quantized_block_sparse_attention(
     return_lse: bool,
     quant: str,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Quantize Q and smoothed K per mask block (in PyTorch), then run the kernel with ``QUANT``.
+    """Quantize Q and smoothed K per mask block (one fused Triton pass each), then run the kernel with ``QUANT``.
 
     The twin is :func:`~dit_sparse.kernels.reference.reference_quantized_block_sparse_attention`; the LSE
-    gets the same smoothing correction (:func:`~dit_sparse.kernels.quant.lse_offset`).
+    gets the same smoothing correction (:func:`~dit_sparse.kernels.quant.lse_offset`). The quantization is
+    :func:`~dit_sparse.kernels.quant.quantize_qk_triton`, bit-equal to the twin's PyTorch ``quantize_qk``.
     """
     bq, bk = mask.block_size
-    quantized = quantize_qk(q, k, mask.block_size, quant)
+    quantized = quantize_qk_triton(q, k, mask.block_size, quant)
     out, lse = torch.ops.dit_sparse.block_sparse_attention_fwd(
         quantized.q, quantized.k, v, mask.kv_num_blocks, mask.kv_indices, float(scale), bq, bk, return_lse,
         quantized.q_scale, quantized.k_scale,

@@ -13,7 +13,7 @@ def test_env_reports_backends_with_reasons(capsys):
     assert report["packages"]["torch"]
     cpu = report["backends"]["cpu"]
     assert cpu["reference"] is None
-    assert set(cpu) == {"reference", "gather", "flex", "flex-flash", "triton"}
+    assert set(cpu) == {"reference", "gather", "flex", "flex-flash", "triton", "triton-tma"}
     assert "needs a CUDA GPU" in cpu["flex-flash"]
     assert cpu["gather"] is None
     assert report["devices"][0]["device"] == "cpu"

@@ -121,3 +121,58 @@ def test_bf16_is_refused_under_the_interpreter():
     q = torch.randn(1, 1, 64, 32, dtype=torch.bfloat16)
     with pytest.raises(ValueError, match="bf16 is silently wrong under the Triton interpreter"):
         ds.block_sparse_attention(q, q, q, mask, backend="triton")
+
+
+# --------------------------------------------------------------------------------------------------
+# the tensor-descriptor (TMA) variant: same twin, same inputs
+# --------------------------------------------------------------------------------------------------
+@settings(max_examples=8, deadline=None)
+@given(
+    n=st.integers(17, 300),
+    block=st.sampled_from([(64, 64), (128, 64), (64, 128), (128, 128)]),
+    density=st.floats(0.1, 1.0),
+    batch=st.sampled_from([1, 2]),
+    broadcast=st.booleans(),
+    layout=st.sampled_from(["bhnd", "bnhd"]),
+    seed=st.integers(0, 2**16),
+)
+def test_tma_kernel_matches_reference(n, block, density, batch, broadcast, layout, seed):
+    g = torch.Generator().manual_seed(seed)
+    H, D = 2, 64
+    bq, bk = block
+    blocks = random_blocks(1 if broadcast else batch, H, math.ceil(n / bq), math.ceil(n / bk), density, g)
+    mask = ds.BlockSparseMask.from_dense(blocks.to(DEVICE), block, (n, n))
+    dtype = torch.bfloat16 if HAS_CUDA else torch.float16
+    q, k, v = make_inputs(batch, H, n, n, D, dtype, layout)
+    out, lse = ds.block_sparse_attention(q, k, v, mask, backend="triton-tma", return_lse=True)
+    assert out.shape == q.shape and out.dtype == dtype
+    assert_within_tolerance(out, q, k, v, mask)
+    _, expected_lse = exact_attention(q, k, v, mask.token_mask())
+    torch.testing.assert_close(lse.double(), expected_lse, atol=2e-3, rtol=2e-3)
+
+
+def test_tma_kernel_empty_rows_and_the_partial_tail_only():
+    n, H = 300, 2
+    blocks = torch.zeros(1, H, 3, 3, dtype=torch.bool)
+    blocks[0, :, 0, 2] = True  # q block 0 keeps only the partial last kv block; q block 1 keeps nothing
+    blocks[0, :, 2, :] = True
+    mask = ds.BlockSparseMask.from_dense(blocks.to(DEVICE), 128, (n, n), allow_empty_rows=True)
+    q, k, v = make_inputs(1, H, n, n, 128, torch.float32)
+    out, lse = ds.block_sparse_attention(q, k, v, mask, backend="triton-tma", return_lse=True)
+    expected, expected_lse = exact_attention(q, k, v, mask.token_mask())
+    torch.testing.assert_close(out.double(), expected.nan_to_num(), atol=1e-5, rtol=1e-5)
+    assert torch.isneginf(lse[0, :, 128:256]).all()
+    torch.testing.assert_close(lse[0, :, :128].double(), expected_lse[0, :, :128], atol=1e-5, rtol=1e-5)
+
+
+def test_tma_backend_says_what_it_cannot_take():
+    from dit_sparse.kernels import BACKENDS
+
+    mask = ds.BlockSparseMask.from_dense(torch.ones(1, 1, 1, 1, dtype=torch.bool, device=DEVICE), 64, (64, 64))
+    reason = BACKENDS["triton-tma"].unsupported_reason
+    assert "head dims (64, 128)" in reason(torch.randn(1, 1, 64, 80, device=DEVICE), mask, False)
+    strided = torch.randn(1, 1, 64, 128, device=DEVICE)[..., ::2]  # head dim not contiguous
+    assert "contiguous head dim" in reason(strided, mask, False)
+    with pytest.raises(ValueError, match="head dims"):
+        ds.block_sparse_attention(*(torch.randn(1, 1, 64, 80, device=DEVICE) for _ in range(3)), mask,
+                                  backend="triton-tma")  # fmt: skip
