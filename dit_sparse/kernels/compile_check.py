@@ -34,6 +34,7 @@ from .gpu_model import (
     MAX_SHARED_BYTES,
     TileConfig,
     attention_configs,
+    autotune_candidates,
     block_mass_configs,
     dtype_bytes,
     estimate_shared_bytes,
@@ -148,12 +149,14 @@ def kernel_variants(
     *,
     all_configs: bool = False,
 ) -> list[Variant]:
-    """Every (kernel, target, inputs, config) the library may launch; with ``all_configs`` also the pruned ones.
+    """Every (kernel, target, inputs, config) the autotuners may launch; with ``all_configs`` every tile config.
+
+    The configs per key are the autotuner's candidates: the model's kept configs
+    (:mod:`dit_sparse.kernels.gpu_model`), at most ``AUTOTUNE_MAX_CONFIGS`` of them.
 
     Attention: with and without LSE, and int8 Q/K (QUANT, always with LSE off and on alike). The
     tensor-descriptor attention (sm_90 and newer only): with and without LSE and warp specialization. Block
-    mass: its inputs only. Configs are those the per-architecture model keeps
-    (:mod:`dit_sparse.kernels.gpu_model`).
+    mass: its inputs only.
     """
     variants = []
     for kernel in kernels:
@@ -185,6 +188,8 @@ def kernel_variants(
                                 configs = block_mass_configs(
                                     arch, mask_block, mask_block, head_dim, elem, prune=not all_configs
                                 )
+                            if not all_configs:
+                                configs = autotune_candidates(configs)
                             for config in configs:
                                 variants.append(
                                     Variant(kernel, arch, dtype, head_dim, mask_block, config, lse, quant, ws)

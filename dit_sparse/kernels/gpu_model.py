@@ -12,8 +12,8 @@ The model, fitted to and checked against ``ptxas`` (the compile-check tables in 
   Triton's software pipeliner, ``num_stages`` deep on Hopper and newer (sm_90: the bulk-copy/wgmma pipeline) and
   ``num_stages - 1`` deep before (sm_80: cp.async). In bytes,
   ``BLOCK_M*BLOCK_D*e_qk + depth*BLOCK_N*BLOCK_D*(e_qk + e_v)`` (``e`` element sizes; no V in the block-mass
-  kernel), plus 2 KiB for barriers; with int8 Q/K also the ``BLOCK_M x BLOCK_N`` score tile (an int8 dot's
-  result is re-laid out through shared memory for ``P V``), and for the tensor-descriptor kernel the output
+  kernel), plus 2 KiB for barriers; before sm_90 and with int8 Q/K also the ``BLOCK_M x BLOCK_N`` score tile
+  (re-laid out through shared memory for ``P V``), and for the tensor-descriptor kernel the output
   tile it stages for its bulk store. Kept when within the architecture's per-block limit
   (``MAX_SHARED_BYTES``).
 - **Registers.** The fp32 accumulator ``BLOCK_M x BLOCK_D`` and the score tile ``BLOCK_M x BLOCK_N`` live in
@@ -88,8 +88,8 @@ def estimate_shared_bytes(
     depth = config.num_stages if arch >= 90 else max(config.num_stages - 1, 1)
     kv_elem = qk_elem + (elem if with_v else 0)
     out_tile = config.block_m * d * elem if tma else 0
-    # int8 dots leave the scores in another register layout than P V wants: P goes through shared memory.
-    p_tile = config.block_m * config.block_n * elem if quant and with_v else 0
+    # Before sm_90 (mma.sync), and with int8 dots, the scores are re-laid out for P V through shared memory.
+    p_tile = config.block_m * config.block_n * elem if with_v and (quant or arch < 90) else 0
     return config.block_m * d * qk_elem + depth * config.block_n * d * kv_elem + out_tile + p_tile + SHARED_SLACK_BYTES
 
 
