@@ -10,7 +10,9 @@ from . import calibration, patterns
 from .attention import backend_status, block_sparse_attention, list_backends, select_backend
 from .calibration import HeadPattern, SparsityPlan, calibrate
 from .config import SparseAttentionConfig
+from .kernels.pyramid import pyramid_attention
 from .layout import ORDERS, VideoLayout
+from .levels import LevelMask
 from .mask import BlockSparseMask
 
 
@@ -33,6 +35,7 @@ __all__ = [
     "ORDERS",
     "BlockSparseMask",
     "HeadPattern",
+    "LevelMask",
     "SparseAttentionConfig",
     "SparsityPlan",
     "VideoLayout",
@@ -44,6 +47,7 @@ __all__ = [
     "calibration",
     "list_backends",
     "patterns",
+    "pyramid_attention",
     "remove_sparse_attention",
     "select_backend",
     "summary",

@@ -1,0 +1,269 @@
+"""Attention over mixed levels (Pyramid Sparse Attention): full kv blocks, pooled kv blocks, dropped ones.
+
+The definition, token by token (:func:`reference_pyramid_attention` is exactly this): for a query row in q
+block ``i``, the keys it attends to are
+
+- every token of each kv block at level 0 (full), with score ``scale * q . k_t``;
+- for each kv block at level ``j >= 1``, each group ``g`` of ``2^j`` consecutive tokens of that block (groups
+  never straddle blocks; the last group of the sequence's partial last block may be short) as one pooled key
+  ``k_g = mean(k_t, t in g)`` with value ``v_g = mean(v_t, t in g)`` and score
+  ``scale * q . k_g + log |g|``: the pooled key stands for its ``|g|`` tokens, so that when those tokens'
+  keys are equal it is exactly the attention over them;
+- nothing from dropped blocks.
+
+The output is the softmax over that union of keys times their values, and the LSE (natural log) is that
+softmax's normalizer. A mask with only full and dropped blocks is ordinary block-sparse attention;
+:func:`pyramid_attention` hands those to :func:`dit_sparse.block_sparse_attention` unchanged.
+
+Backends: ``reference`` (the definition, N x N-sized; tests), ``gather`` (CPU: K and V pooled once per call
+per level, each q block's keys at every level gathered into one contiguous sequence, and torch's fused CPU
+attention kernel on batches of q blocks with equal key counts; the ``log |g|`` term rides in one extra head
+dim column: ``q' = [q, 1]``, ``k' = [k, log|g| / scale]``, so ``scale * q' . k'`` is the score; padding keys
+get ``-inf`` there).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ..levels import DROPPED, LevelMask
+from .gather import _CHUNK_BYTES, _buffer, flash_cpu_op
+
+
+def pool_keys_values(
+    k: torch.Tensor, v: torch.Tensor, block_k: int, level: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """K and V averaged over groups of ``2^level`` tokens inside each kv block.
+
+    Args:
+        k, v (`torch.Tensor` of shape ``(B, H, Nk, D)``): keys and values (any N; the last block may be partial).
+        block_k (`int`): kv block size (``2^level`` must divide it).
+        level (`int`): pooling level ``j >= 1``.
+
+    Returns:
+        ``(k_pooled, v_pooled, counts)``: ``(B, H, G, D)`` in the inputs' dtype (means computed in fp32),
+        with ``G = ceil(Nk / block_k) * block_k / 2^level`` groups (those past the sequence end are zeros),
+        and ``counts`` ``(G,)`` fp32, the tokens each group holds (0 past the end).
+    """
+    group = 1 << level
+    if block_k % group:
+        raise ValueError(f"pooling by {group} tokens does not divide the kv block size {block_k}")
+    B, H, n_k, D = k.shape
+    padded = math.ceil(n_k / block_k) * block_k
+    counts = torch.clamp(n_k - torch.arange(0, padded, group, device=k.device, dtype=torch.float32), 0, group)
+    sums = []
+    for x in (k, v):
+        x = x.float()
+        if padded != n_k:
+            x = torch.nn.functional.pad(x, (0, 0, 0, padded - n_k))
+        sums.append(x.view(B, H, padded // group, group, D).sum(dim=3))
+    safe = counts.clamp(min=1)[:, None]
+    return (sums[0] / safe).to(k.dtype), (sums[1] / safe).to(v.dtype), counts
+
+
+def reference_pyramid_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    mask: LevelMask,
+    scale: float,
+    return_lse: bool,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The definition above in fp32, one N x (N + pooled keys) score matrix: for tests and small inputs.
+
+    Output in the inputs' dtype, LSE fp32 (natural log); rows that read nothing give zeros and LSE ``-inf``.
+    """
+    bq, bk = mask.block_size
+    n_q, n_k = mask.seq_len
+    levels = mask.levels.long()  # (Bm, H, nQ, nK)
+    keys, values, bias, allowed = [k.float()], [v.float()], [torch.zeros(n_k, device=q.device)], []
+    token_block = torch.arange(n_k, device=q.device) // bk
+    allowed.append(levels[..., token_block] == 0)  # (Bm, H, nQ, Nk)
+    for level in range(1, mask.max_level + 1):
+        k_pool, v_pool, counts = pool_keys_values(k, v, bk, level)
+        real = counts > 0
+        group_block = (torch.arange(counts.numel(), device=q.device) * (1 << level)) // bk
+        keys.append(k_pool.float()[..., real, :])
+        values.append(v_pool.float()[..., real, :])
+        bias.append(torch.log(counts[real]))
+        allowed.append(levels[..., group_block[real]] == level)
+    keys_all, values_all = torch.cat(keys, dim=2), torch.cat(values, dim=2)  # (B, H, M, D)
+    bias_all = torch.cat(bias)  # (M,)
+    allowed_rows = torch.cat(allowed, dim=-1).repeat_interleave(bq, dim=-2)[..., :n_q, :]  # (Bm, H, Nq, M)
+    scores = torch.matmul(q.float(), keys_all.transpose(-2, -1)) * scale + bias_all
+    scores = scores.masked_fill(~allowed_rows, float("-inf"))
+    lse = torch.logsumexp(scores, dim=-1)  # (B, H, Nq)
+    probs = torch.exp(scores - lse.masked_fill(lse == float("-inf"), 0.0)[..., None])
+    out = torch.matmul(probs, values_all).to(v.dtype)
+    return out, (lse if return_lse else None)
+
+
+# --------------------------------------------------------------------------------------------------
+# CPU: gathered keys of every level, torch's fused kernel
+# --------------------------------------------------------------------------------------------------
+def _key_tables(k: torch.Tensor, v: torch.Tensor, mask: LevelMask, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """K' and V' of every level stacked (level 0 tokens, then level 1 groups, ...), rows = keys, ``D + 1`` columns.
+
+    K' carries ``log |g| / scale`` in its last column (0 for tokens, ``-inf`` for padding); V' a zero column,
+    since the fused kernel wants one head size for q, k and v.
+    """
+    B, H, n_k, D = k.shape
+    bk = mask.block_size[1]
+    n_kv_blocks = mask.num_blocks[1]
+    padded = n_kv_blocks * bk
+    per_level = [(k, v, torch.clamp(n_k - torch.arange(padded, device=k.device, dtype=torch.float32), 0, 1))]
+    for level in range(1, mask.max_level + 1):
+        per_level.append(pool_keys_values(k, v, bk, level))
+    sizes = [B * H * n_kv_blocks * (bk >> level) for level in range(mask.max_level + 1)]
+    k_table = torch.empty(sum(sizes), D + 1, dtype=k.dtype, device=k.device)
+    v_table = torch.zeros(sum(sizes), D + 1, dtype=v.dtype, device=v.device)
+    start = 0
+    for (k_l, v_l, counts), size in zip(per_level, sizes, strict=True):
+        groups = counts.numel()
+        k_rows = k_table[start : start + size].view(B, H, groups, D + 1)
+        v_rows = v_table[start : start + size].view(B, H, groups, D + 1)
+        n_real = k_l.shape[2]
+        k_rows[..., :n_real, :D] = k_l
+        v_rows[..., :n_real, :D] = v_l
+        if n_real < groups:  # level 0 of a partial last block: zero keys, masked below
+            k_rows[..., n_real:, :D] = 0
+        log_counts = torch.where(counts > 0, torch.log(counts.clamp(min=1)) / scale, float("-inf"))
+        k_rows[..., D] = log_counts.to(k.dtype)
+        start += size
+    return k_table, v_table
+
+
+def _row_keys(mask: LevelMask, batch: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Per group of rows with equal key counts: (row ids, key ids ``(rows, count)``) into the key tables.
+
+    Rows are (batch, head, q block) in row-major order; cached on the mask per batch size.
+    """
+    cache_key = ("pyramid_rows", batch)
+    if cache_key in mask._derived:
+        return mask._derived[cache_key]
+    levels = mask.levels.long().expand(batch, -1, -1, -1)
+    B, H, n_q, n_kv = levels.shape
+    bk = mask.block_size[1]
+    row_parts, key_parts = [], []
+    offset = 0
+    for level in range(mask.max_level + 1):
+        groups = bk >> level
+        b, h, i, j = (levels == level).nonzero(as_tuple=True)
+        rows = (b * H + h) * n_q + i
+        base = offset + ((b * H + h) * n_kv + j) * groups
+        row_parts.append(rows.repeat_interleave(groups))
+        key_parts.append((base[:, None] + torch.arange(groups, device=base.device)).reshape(-1))
+        offset += B * H * n_kv * groups
+    rows = torch.cat(row_parts)
+    keys = torch.cat(key_parts)
+    order = torch.sort(rows, stable=True).indices
+    rows, keys = rows[order], keys[order]
+    counts = torch.bincount(rows, minlength=B * H * n_q)
+    starts = torch.cumsum(counts, 0) - counts
+    result = []
+    for count in torch.unique(counts).tolist():
+        if count == 0:
+            continue  # rows that read nothing: zeros and LSE -inf
+        group_rows = (counts == count).nonzero(as_tuple=True)[0]
+        group_keys = keys[starts[group_rows, None] + torch.arange(count, device=keys.device)]
+        result.append((group_rows, group_keys))
+    mask._derived[cache_key] = result
+    return result
+
+
+def gather_pyramid_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    mask: LevelMask,
+    scale: float,
+    return_lse: bool,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Pyramid attention on a CPU: pooled tables once per call, gathered keys, torch's fused kernel."""
+    flash = flash_cpu_op()
+    B, H, n_q_tokens, D = q.shape
+    bq = mask.block_size[0]
+    n_q = mask.num_blocks[0]
+    k_table, v_table = _key_tables(k, v, mask, scale)
+    q_ext = torch.ones(B, H, n_q * bq, D + 1, dtype=q.dtype)
+    q_ext[:, :, :n_q_tokens, :D] = q
+    q_rows = q_ext.view(B * H * n_q, bq * (D + 1))
+    groups = _row_keys(mask, B)
+    out = torch.zeros(B * H * n_q, bq, D + 1, dtype=q.dtype)
+    lse = torch.full((B * H * n_q, bq), -math.inf, dtype=torch.float32) if return_lse else None
+    key_bytes = 2 * (D + 1) * q.element_size()
+    for rows, keys in groups:
+        count = keys.shape[1]
+        step = max(1, _CHUNK_BYTES // (key_bytes * count))
+        for start in range(0, len(rows), step):
+            r = rows[start : start + step]
+            idx = keys[start : start + step].reshape(-1)
+            G = len(r)
+            q_g = torch.index_select(q_rows, 0, r, out=_buffer("pq", G * bq * (D + 1), q.dtype).view(G, -1))
+            k_g = torch.index_select(k_table, 0, idx, out=_buffer("pk", idx.numel() * (D + 1), q.dtype).view(-1, D + 1))
+            v_g = torch.index_select(v_table, 0, idx, out=_buffer("pv", idx.numel() * (D + 1), q.dtype).view(-1, D + 1))
+            o_g, lse_g = flash(q_g.view(G, 1, bq, D + 1), k_g.view(G, 1, count, D + 1), v_g.view(G, 1, count, D + 1),
+                               scale=scale)  # fmt: skip
+            out.index_copy_(0, r, o_g.view(G, bq, D + 1))
+            if lse is not None:
+                lse.index_copy_(0, r, lse_g.view(G, bq).float())
+    out = out.view(B, H, n_q * bq, D + 1)[:, :, :n_q_tokens, :D].contiguous()
+    if lse is not None:
+        lse = lse.view(B, H, n_q * bq)[..., :n_q_tokens].contiguous()
+    return out, lse
+
+
+PYRAMID_BACKENDS = ("auto", "reference", "gather")
+
+
+def pyramid_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    mask: LevelMask,
+    *,
+    scale: float | None = None,
+    return_lse: bool = False,
+    backend: str = "auto",
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """Attention of q over the full, pooled and dropped kv blocks of a :class:`~dit_sparse.LevelMask`.
+
+    Args:
+        q, k, v (`torch.Tensor` of shape ``(B, H, N, D)``): as for :func:`dit_sparse.block_sparse_attention`.
+        mask (`LevelMask`): levels per (batch or 1, head, q block, kv block).
+        scale (`float`, optional): softmax scale, default ``1 / sqrt(D)``.
+        return_lse (`bool`, defaults to False): also return the LSE ``(B, H, Nq)`` fp32, natural log.
+        backend (`str`, defaults to ``"auto"``): ``"reference"`` (the token-level definition), ``"gather"``
+            (CPU), or ``"auto"`` (``gather`` on a CPU, else ``reference``). A binary mask (full and dropped
+            blocks only) runs :func:`dit_sparse.block_sparse_attention` with that backend choice instead.
+    """
+    from ..attention import _check_inputs, block_sparse_attention
+
+    if not isinstance(mask, LevelMask):
+        raise ValueError(f"mask must be a dit_sparse.LevelMask, got {type(mask).__name__}")
+    if backend not in PYRAMID_BACKENDS:
+        raise ValueError(f"backend must be one of {list(PYRAMID_BACKENDS)}, got {backend!r}")
+    if mask.is_binary():
+        binary_backend = "auto" if backend == "auto" else ("reference" if backend == "reference" else "gather")
+        return block_sparse_attention(q, k, v, mask.to_block_mask(), scale=scale, return_lse=return_lse,
+                                      backend=binary_backend)  # fmt: skip
+    _check_inputs(q, k, v, mask.read_blocks())
+    if mask.device != q.device:
+        raise ValueError(f"mask is on {mask.device} but q is on {q.device}; move it with mask.to(q.device)")
+    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
+    if backend == "auto":
+        backend = "gather" if q.device.type == "cpu" and flash_cpu_op() is not None else "reference"
+    if backend == "gather":
+        if q.device.type != "cpu" or flash_cpu_op() is None:
+            raise ValueError("the gather pyramid backend runs on a CPU with torch's fused CPU attention kernel")
+        if q.requires_grad and torch.is_grad_enabled():
+            raise ValueError("the gather pyramid backend is inference only; use backend='reference' for gradients")
+        out, lse = gather_pyramid_attention(q, k, v, mask, scale, return_lse)
+    else:
+        out, lse = reference_pyramid_attention(q, k, v, mask, scale, return_lse)
+    return (out, lse) if return_lse else out
+
+
+__all__ = ["DROPPED", "pool_keys_values", "pyramid_attention", "reference_pyramid_attention"]
