@@ -20,6 +20,7 @@ METHOD_NAMES = (
     "adaspa",
     "sparsed",
     "paro",
+    "pyramid",
 )
 BACKEND_NAMES = ("auto", "reference", "gather", "flex", "flex-flash", "triton", "triton-tma")
 
@@ -44,6 +45,18 @@ METHOD_PARAMS: dict[str, dict[str, Any]] = {
     "draft": {"window": (8, 16), "fraction": 0.25},
     # PAROAttention (Zhao et al., 2025): per-head token order and static mask at density; online unless a plan.
     "paro": {"density": 0.25, "quant_weight": 1.0},
+    # Pyramid Sparse Attention (Li et al., 2025): kv blocks read full, pooled by 2^j or skipped, levels from the
+    # exact block mass under a compute budget (density; PSA's default quotas cost 0.15): allocation "mass" (ours:
+    # pooling factor ~ 1 / mass) or "quota" (PSA's ranked quotas, ratios: full, pooled by 2, 4, 8); searched at
+    # search_steps and reused between, as adaspa. See methods/pyramid.py.
+    "pyramid": {
+        "search_steps": (10, 30),
+        "density": 0.15,
+        "allocation": "mass",
+        "ratios": (0.10, 0.05, 0.0, 0.20),
+        "max_level": None,
+        "min_blocks_per_row": 1,
+    },
 }
 
 
@@ -236,6 +249,8 @@ def _validate_quant(quant: Any, method: str, backend: str) -> None:
             "quant applies to block-sparse attention calls, and method 'dense' runs the model's exact attention; "
             "use quant with a sparse method"
         )
+    if method == "pyramid":
+        raise ValueError("quant is not available with method 'pyramid' (its pooled levels run unquantized)")
     if backend not in ("auto", *quantized_backends()):
         raise ValueError(f"quant={quant!r} needs backend 'auto' or one of {quantized_backends()}, got {backend!r}")
 
@@ -350,6 +365,32 @@ def _validate_paro(params: dict[str, Any], block_size: int) -> None:
         raise ValueError(f"quant_weight must be a number >= 0, got {weight!r}")
 
 
+def _validate_pyramid(params: dict[str, Any], block_size: int) -> None:
+    _validate_adaspa(params, block_size)
+    if params.get("allocation", "mass") not in ("mass", "quota"):
+        raise ValueError(f"allocation must be 'mass' or 'quota', got {params['allocation']!r}")
+    if params.get("max_level") is not None:
+        _check_int("max_level", params["max_level"], 1)
+        if block_size % (1 << params["max_level"]):
+            raise ValueError(f"max_level {params['max_level']} pools by {1 << params['max_level']} tokens, which "
+                             f"must divide block_size {block_size}")  # fmt: skip
+    ratios = params.get("ratios", (1.0,))
+    if (
+        not isinstance(ratios, (tuple, list))
+        or not 1 <= len(ratios) <= 9
+        or any(isinstance(r, bool) or not isinstance(r, (int, float)) or not 0 <= r <= 1 for r in ratios)
+        or not ratios[0] > 0
+        or sum(ratios) > 1 + 1e-9
+    ):
+        raise ValueError(
+            "ratios must be 1 to 9 fractions of a q block's kv blocks (full, pooled by 2, by 4, ...), each in "
+            f"[0, 1], the first positive, summing to at most 1; got {ratios!r}"
+        )
+    if block_size % (1 << (len(ratios) - 1)):
+        raise ValueError(f"{len(ratios) - 1} pooling levels pool by {1 << (len(ratios) - 1)} tokens, which must "
+                         f"divide block_size {block_size}")  # fmt: skip
+
+
 _METHOD_VALIDATORS = {
     "radial": _validate_radial,
     "sparse_vdit": _validate_sparse_vdit,
@@ -360,6 +401,7 @@ _METHOD_VALIDATORS = {
     "xattention": _validate_xattention,
     "draft": _validate_draft,
     "paro": _validate_paro,
+    "pyramid": _validate_pyramid,
 }
 
 

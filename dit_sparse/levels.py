@@ -124,6 +124,12 @@ class LevelMask:
             self._derived["binary"] = bool(((self.levels == FULL) | (self.levels == DROPPED)).all())
         return self._derived["binary"]
 
+    def is_full(self) -> bool:
+        """Whether every block is read in full, i.e. the mask is dense attention (cached)."""
+        if "full" not in self._derived:
+            self._derived["full"] = bool((self.levels == FULL).all())
+        return self._derived["full"]
+
     def to_block_mask(self) -> BlockSparseMask:
         """The full blocks as a binary mask; only for a binary level mask (pooled blocks have no binary form)."""
         if not self.is_binary():
@@ -192,6 +198,10 @@ class LevelMask:
     def compute_density(self) -> float:
         """Attention compute as a fraction of dense (pooled blocks at their fraction), averaged over batch and heads."""
         return float(self.compute_density_per_head().mean())
+
+    def density(self) -> float:
+        """The fraction of dense attention's work: :meth:`compute_density` (as ``BlockSparseMask.density``)."""
+        return self.compute_density()
 
     def level_tables(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Compressed per-level tables for kernels (cached): ``(num, idx)``.

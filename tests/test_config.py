@@ -113,3 +113,19 @@ def test_parse_method_point():
     ]:
         with pytest.raises(ValueError, match=message):
             parse_method_point(text)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        (dict(allocation="topk"), "allocation must be 'mass' or 'quota'"),
+        (dict(max_level=7), "max_level 7 pools by 128 tokens, which must divide block_size 64"),
+        (dict(ratios=(0.0, 0.5)), "the first positive"),
+        (dict(ratios=(0.6, 0.6)), "summing to at most 1"),
+        (dict(density=0.0), r"density must be in \(0, 1\]"),
+        (dict(quant="int8"), "not available with method 'pyramid'"),
+    ],
+)
+def test_pyramid_config_errors_name_the_problem(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        SparseAttentionConfig("pyramid", block_size=64, **kwargs)

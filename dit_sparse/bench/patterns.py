@@ -19,7 +19,9 @@ from typing import Any
 import torch
 
 from ..attention import block_sparse_attention
+from ..kernels.pyramid import pyramid_attention
 from ..layout import VideoLayout
+from ..levels import LevelMask
 from ..mask import BlockSparseMask
 from ..patterns import diagonal, multi_diagonal, radial, vertical_stripe
 from ..scoring import block_attention_mass
@@ -87,7 +89,14 @@ DYNAMIC = {
     "adaspa": ("density", (1e-3, 1.0), {}),  # searches at the call's own step (set in dynamic_plan)
     "xattention": ("tau", (1e-4, 1.0), {"warmup_steps": 0, "stride": 8}),
     "draft": ("fraction", (1e-4, 1.0), {"window": (4, 8)}),
+    # level masks (compute density: pooled blocks at their share); "pyramid_quota" is PSA's ranked quotas
+    "pyramid": ("density", (1e-3, 1.0), {}),
+    "pyramid_quota": ("density", (1e-3, 1.0), {"allocation": "quota"}),
 }
+
+
+# dynamic methods whose knob is the compute density they reach (set directly, not bisected)
+EXACT_KNOB = ("pyramid", "pyramid_quota")
 
 
 def dynamic_plan(method: str, call: Any, value: float, block_size: int):
@@ -97,9 +106,10 @@ def dynamic_plan(method: str, call: Any, value: float, block_size: int):
     from ..methods import AttentionCall, build_method
 
     knob, _, extra = DYNAMIC[method]
-    if method == "adaspa":  # a search step other than the call's would return "dense, not searched yet"
+    if method in ("adaspa", "pyramid", "pyramid_quota"):  # another search step would mean "dense, not searched yet"
         extra = {**extra, "search_steps": (call.step,)}
-    config = SparseAttentionConfig(method, block_size=block_size, **{knob: min(value, 1.0)}, **extra)
+    name = "pyramid" if method.startswith("pyramid") else method
+    config = SparseAttentionConfig(name, block_size=block_size, **{knob: min(value, 1.0)}, **extra)
     spec = next(s for s in SPECS if s.name == "wan")
     attention_call = AttentionCall(0, call.step, None, call.layout, call.q, call.k, call.v)
     start = time.perf_counter()
@@ -111,20 +121,26 @@ def relative_l2(out: torch.Tensor, reference: torch.Tensor) -> float:
     return float((out.double() - reference.double()).norm() / reference.double().norm())
 
 
-def recall(q: torch.Tensor, k: torch.Tensor, mask: BlockSparseMask, permutation: torch.Tensor | None = None) -> float:
-    """Kept attention mass: the exact attention probability that falls in kept blocks, averaged over rows."""
+def recall(
+    q: torch.Tensor, k: torch.Tensor, mask: BlockSparseMask | LevelMask, permutation: torch.Tensor | None = None
+) -> float:
+    """Kept attention mass: the exact attention probability that falls in kept blocks (a level mask: blocks
+    read at any level, pooled ones included), averaged over rows."""
     from ..integration.state import _reorder
 
     if permutation is not None:
         q, k = _reorder(q, permutation), _reorder(k, permutation)
     mass = block_attention_mass(q, k, block_size=mask.block_size)  # (B, H, nQ, nK), rows sum to 1
-    return float((mass * mask.blocks).sum(-1).mean())
+    read = (mask.levels >= 0) if isinstance(mask, LevelMask) else mask.blocks
+    return float((mass * read).sum(-1).mean())
 
 
-def _attention(call: Any, mask: BlockSparseMask, permutation: torch.Tensor | None) -> torch.Tensor:
+def _attention(call: Any, mask: BlockSparseMask | LevelMask, permutation: torch.Tensor | None) -> torch.Tensor:
     from ..integration.state import _reorder
     from ..layout import invert_permutation
 
+    if isinstance(mask, LevelMask):  # the CPU path equals the token-level twin (tests/kernels/test_pyramid.py)
+        return pyramid_attention(call.q, call.k, call.v, mask)
     if permutation is None:
         return block_sparse_attention(call.q, call.k, call.v, mask, backend="reference")
     q, k, v = (_reorder(t, permutation) for t in (call.q, call.k, call.v))
@@ -152,6 +168,12 @@ def pattern_quality(
                     n = call.layout.num_tokens
                     mask = random_block_mask(1, heads, n, target, (block_size, block_size), generator=generator)
                     param = None
+                elif family in EXACT_KNOB:  # the knob is the compute density itself: no search
+                    plan, param = dynamic_plan(family, call, target, block_size), target
+                    mask, permutation = plan.mask, plan.permutation
+                    start = time.perf_counter()
+                    torch.nn.functional.scaled_dot_product_attention(call.q, call.k, call.v)
+                    overhead = plan.search_seconds / (time.perf_counter() - start)
                 elif family in DYNAMIC:
                     plan, param = bisect_density(
                         lambda value, family=family, call=call: dynamic_plan(family, call, value, block_size),

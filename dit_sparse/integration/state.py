@@ -12,7 +12,9 @@ import torch
 
 from ..attention import block_sparse_attention
 from ..config import SparseAttentionConfig
+from ..kernels.pyramid import PYRAMID_BACKENDS, pyramid_attention
 from ..layout import VideoLayout, invert_permutation
+from ..levels import LevelMask
 from ..mask import BlockSparseMask
 from ..methods import AttentionCall, AttentionPlan, build_method
 from .specs import ModelSpec
@@ -222,9 +224,10 @@ class SparseState:
         return out
 
     @staticmethod
-    def _density(mask: BlockSparseMask) -> float:
+    def _density(mask: BlockSparseMask | LevelMask) -> float:
+        """Fraction of dense attention's work (a level mask: its compute density, pooled blocks at their share)."""
         if "density" not in mask._derived:
-            mask._derived["density"] = mask.density()
+            mask._derived["density"] = mask.compute_density() if isinstance(mask, LevelMask) else mask.density()
         return mask._derived["density"]
 
     def _with_dense_heads(
@@ -241,17 +244,25 @@ class SparseState:
             return mask
         key = ("dense_heads", local)
         if key not in mask._derived:
-            blocks = mask.blocks.clone()
-            blocks[:, list(local)] = True
-            mask._derived[key] = BlockSparseMask.from_dense(
-                blocks, mask.block_size, mask.seq_len, allow_empty_rows=mask.allow_empty_rows
-            )
+            table = _table(mask).clone()
+            table[:, list(local)] = 0 if isinstance(mask, LevelMask) else True  # full blocks
+            mask._derived[key] = _same_kind(mask, table)
         return mask._derived[key]
 
-    def _sparse(self, q, k, v, mask: BlockSparseMask, attn_mask, scale) -> torch.Tensor:
+    def _sparse(self, q, k, v, mask: BlockSparseMask | LevelMask, attn_mask, scale) -> torch.Tensor:
         backend, quant = self.config.backend, self.config.quant
+        if isinstance(mask, LevelMask):
+            backend = backend if backend in PYRAMID_BACKENDS else "auto"  # e.g. gather, or auto for flex
+
+            def attend(q, k, v, mask):
+                return pyramid_attention(q, k, v, mask, scale=scale, backend=backend)
+        else:
+
+            def attend(q, k, v, mask):
+                return block_sparse_attention(q, k, v, mask, backend=backend, scale=scale, quant=quant)
+
         if attn_mask is None:
-            return block_sparse_attention(q, k, v, mask, backend=backend, scale=scale, quant=quant)
+            return attend(q, k, v, mask)
         # A key-padding mask whose kept keys are a prefix (HunyuanVideo pads its text at the end): attend
         # to that prefix only, per group of samples with the same length.
         lengths = _key_prefix_lengths(attn_mask, q.shape[0], k.shape[2])
@@ -259,15 +270,11 @@ class SparseState:
         bk = mask.block_size[1]
         for length in sorted(set(lengths)):
             rows = [i for i, n in enumerate(lengths) if n == length]
-            blocks = mask.blocks[..., : math.ceil(length / bk)]
-            if blocks.shape[0] > 1:
-                blocks = blocks[rows]
-            sub = BlockSparseMask.from_dense(
-                blocks, mask.block_size, (q.shape[2], length), allow_empty_rows=mask.allow_empty_rows
-            )
-            out[rows] = block_sparse_attention(
-                q[rows], k[rows, :, :length], v[rows, :, :length], sub, backend=backend, scale=scale, quant=quant
-            )
+            table = _table(mask)[..., : math.ceil(length / bk)]
+            if table.shape[0] > 1:
+                table = table[rows]
+            sub = _same_kind(mask, table, (q.shape[2], length))
+            out[rows] = attend(q[rows], k[rows, :, :length], v[rows, :, :length], sub)
         return out
 
     # -- report -----------------------------------------------------------------------------------------
@@ -354,6 +361,23 @@ def check_token_split(cp: Any, model: str, layout: VideoLayout) -> None:
     )
 
 
+def _table(mask: BlockSparseMask | LevelMask) -> torch.Tensor:
+    """The per-block table of either mask kind: kept blocks (bool) or levels (int8)."""
+    return mask.levels if isinstance(mask, LevelMask) else mask.blocks
+
+
+def _same_kind(
+    mask: BlockSparseMask | LevelMask, table: torch.Tensor, seq_len: tuple[int, int] | None = None
+) -> BlockSparseMask | LevelMask:
+    """A mask of ``mask``'s kind and settings over another table (a head slice, dense heads, a key prefix)."""
+    seq_len = mask.seq_len if seq_len is None else seq_len
+    if isinstance(mask, LevelMask):
+        return LevelMask(table, mask.block_size, seq_len, max_level=mask.max_level,
+                         allow_empty_rows=mask.allow_empty_rows, name=mask.name)  # fmt: skip
+    return BlockSparseMask.from_dense(table, mask.block_size, seq_len, allow_empty_rows=mask.allow_empty_rows,
+                                      name=mask.name)  # fmt: skip
+
+
 def _local_plan(plan: AttentionPlan, call: AttentionCall, layer: int) -> AttentionPlan:
     """The part of ``plan`` for the heads in ``call.q``.
 
@@ -375,13 +399,7 @@ def _local_plan(plan: AttentionPlan, call: AttentionCall, layer: int) -> Attenti
     mask = plan.mask
     key = ("heads", start, stop)
     if key not in mask._derived:
-        mask._derived[key] = BlockSparseMask.from_dense(
-            mask.blocks[:, start:stop],
-            mask.block_size,
-            mask.seq_len,
-            allow_empty_rows=mask.allow_empty_rows,
-            name=mask.name,
-        )
+        mask._derived[key] = _same_kind(mask, _table(mask)[:, start:stop])
     permutation = plan.permutation
     if permutation is not None and permutation.dim() == 2:
         permutation = permutation[start:stop]

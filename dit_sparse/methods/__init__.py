@@ -1,7 +1,7 @@
 """Sparse-attention methods: each decides, per self-attention call, which blocks to compute.
 
-A method never launches kernels; it returns a :class:`~dit_sparse.BlockSparseMask` (or ``None`` for
-dense) for an :class:`AttentionCall`.
+A method never launches kernels; it returns a :class:`~dit_sparse.BlockSparseMask` (``pyramid``: a
+:class:`~dit_sparse.LevelMask`), or ``None`` for dense, for an :class:`AttentionCall`.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from .base import AttentionCall, AttentionPlan, Method
 from .draft import DraftMethod
 from .paro import ParoMethod
 from .plan import PlanMethod
+from .pyramid import PyramidMethod
 from .radial import RadialMethod
 from .sliding_tile import SlidingTileMethod
 from .sparse_vdit import SparseVDiTMethod
@@ -28,6 +29,7 @@ METHODS: dict[str, type[Method]] = {
     "xattention": XAttentionMethod,
     "draft": DraftMethod,
     "paro": ParoMethod,
+    "pyramid": PyramidMethod,
 }
 
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 
 from ..layout import VideoLayout
+from ..levels import LevelMask
 from ..mask import BlockSparseMask
 
 
@@ -49,7 +50,7 @@ class AttentionPlan:
     and ``skip_heads`` count heads the same way: all of the layer's, or the call's slice (see :class:`AttentionCall`).
     """
 
-    mask: BlockSparseMask | None
+    mask: BlockSparseMask | LevelMask | None
     permutation: torch.Tensor | None = None
     dense: bool = False  # run this call dense (e.g. before a method's first search); mask is then ignored
     skip_heads: tuple[int, ...] = ()  # heads computed by no kernel; their output is uniform attention (mean of V)

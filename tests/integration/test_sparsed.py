@@ -69,3 +69,22 @@ def test_per_call_methods_through_cfg_pipelines(family, config):
     assert torch.isfinite(out).all() and not torch.equal(out, dense)
     ds.remove_sparse_attention(pipe)
     assert torch.equal(generate(pipe, call, 3), dense)
+
+
+@pytest.mark.parametrize(("family", "contexts"), [("wan", 2), ("cogvideox", 1)])
+def test_pyramid_levels_through_cfg_pipelines(family, contexts):
+    """Level masks (full, pooled, dropped blocks) searched at step 1, reused at step 2, on the CPU path."""
+    _, make_pipeline, call = FAMILIES[family]
+    pipe = make_pipeline()
+    dense = generate(pipe, call, 3)
+    config = ds.SparseAttentionConfig("pyramid", block_size=16, search_steps=(1,), density=0.3, dense_heads={0: (0,)})
+    ds.apply_sparse_attention(pipe, config)
+    out = generate(pipe, call, 3)
+    stats = ds.summary(pipe)
+    layers = len(stats["per_layer"])
+    assert stats["searches"] == layers * contexts and stats["reuses"] == layers * contexts
+    assert torch.isfinite(out).all() and not torch.equal(out, dense)
+    # steps 0 and 1 dense, step 2 at compute 0.3 (text blocks and the dense head read in full: more)
+    assert 0.3 < stats["mean_density"] < 1
+    ds.remove_sparse_attention(pipe)
+    assert torch.equal(generate(pipe, call, 3), dense)

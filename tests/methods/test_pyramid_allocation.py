@@ -1,0 +1,41 @@
+"""The pyramid method's level allocation: budgets met, heavier blocks finer, PSA's quotas as published."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from dit_sparse.methods.pyramid import PSA_RATIOS, allocate_levels, allocate_levels_by_mass, ratios_for_density
+
+
+def _compute(levels):
+    return float(torch.where(levels < 0, 0.0, torch.exp2(-levels.clamp(min=0).float())).mean())
+
+
+@pytest.mark.parametrize("density", [0.05, 0.1, 0.25, 0.5])
+def test_mass_allocation_meets_the_budget_and_pools_lighter_blocks_more(density):
+    g = torch.Generator().manual_seed(0)
+    mass = torch.rand(1, 4, 16, 36, generator=g) ** 4
+    mass = mass / mass.sum(-1, keepdim=True)
+    levels = allocate_levels_by_mass(mass, density, max_level=6)
+    assert abs(_compute(levels) - density) < 0.01
+    assert (levels == 0).any(-1).all()  # each row's heaviest block is full
+    # within a row, a heavier block is never read coarser than a lighter one (dropped = coarsest)
+    order = torch.argsort(mass, dim=-1, descending=True)
+    ranked = torch.gather(torch.where(levels < 0, 99, levels.int()), -1, order)
+    assert (ranked[..., 1:] >= ranked[..., :-1]).all()
+
+
+def test_psa_quotas_by_rank():
+    scores = torch.arange(20.0).flip(0).view(1, 1, 1, 20)  # block 0 heaviest
+    levels = allocate_levels(scores, PSA_RATIOS)[0, 0, 0].tolist()
+    # top 10% full, next 5% by 2, none by 4, next 20% by 8, 65% skipped (boundaries rounded: 2, 3, 3, 7)
+    assert levels == [0, 0, 1, 3, 3, 3, 3] + [-1] * 13
+    assert ratios_for_density(0.15) == pytest.approx(PSA_RATIOS)
+
+
+@pytest.mark.parametrize("density", [0.05, 0.3, 0.7, 1.0])
+def test_scaled_quotas_cost_the_budget(density):
+    ratios = ratios_for_density(density)
+    assert sum(r / (1 << level) for level, r in enumerate(ratios)) == pytest.approx(density)
+    assert sum(ratios) <= 1 + 1e-9
