@@ -19,17 +19,39 @@ Backends: ``reference`` (the definition, N x N-sized; tests), ``gather`` (CPU: K
 per level, each q block's keys at every level gathered into one contiguous sequence, and torch's fused CPU
 attention kernel on batches of q blocks with equal key counts; the ``log |g|`` term rides in one extra head
 dim column: ``q' = [q, 1]``, ``k' = [k, log|g| / scale]``, so ``scale * q' . k'`` is the score; padding keys
-get ``-inf`` there).
+get ``-inf`` there), ``triton`` (GPU; under ``TRITON_INTERPRET=1`` on CPU tensors for tests: see below).
+
+The Triton kernel (``_pyramid_fwd_kernel`` in :mod:`dit_sparse.kernels.triton_jit`) is the block-sparse
+flash-attention kernel of :mod:`dit_sparse.kernels.triton_block_sparse` walking one more table per level: K and
+V are pooled once per call per level (:func:`pool_keys_values`) and stacked into one ``(B, H, G, D)`` table;
+each program runs one online softmax (fp32, log2 units) through its q block's level-0 blocks (tiles of K, V),
+then each level ``j``'s blocks (tiles of ``min(BLOCK_N, bk >> j)`` pooled keys, at least 16, the columns past
+a block's ``bk >> j`` keys masked), each level its own flattened, software-pipelined loop. A pooled key of a
+whole group adds ``log 2^j`` to its score, a constant folded into the scale's FMA; only the sequence's partial
+last kv block (at every level the last kept id, if kept) is masked, in a tail loop that also gives its short
+last group ``log |g|``. Tile configs, limits and dtypes are those of the attention kernel: fp16 and bf16 on a
+GPU (fp32 inputs run with bf16 operands), fp32 (IEEE dots) and fp16 under the interpreter; head dims up to
+256; any N; rows that read nothing give zeros and LSE ``-inf``. Forward only.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
 
 from ..levels import DROPPED, LevelMask
+from ..mask import BlockSparseMask
 from .gather import _CHUNK_BYTES, _buffer, flash_cpu_op
+from .gpu_model import all_tile_configs, attention_configs, autotune_candidates, padded_head_dim
+from .triton_block_sparse import (
+    LOG2E,
+    device_arch,
+    triton_configs,
+    triton_unavailable_reason,
+    triton_unsupported_reason,
+)
 
 
 def pool_keys_values(
@@ -215,7 +237,151 @@ def gather_pyramid_attention(
     return out, lse
 
 
-PYRAMID_BACKENDS = ("auto", "reference", "gather")
+# --------------------------------------------------------------------------------------------------
+# GPU: one Triton kernel through every level
+# --------------------------------------------------------------------------------------------------
+def pooled_tables(k: torch.Tensor, v: torch.Tensor, block_k: int, max_level: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """K and V pooled at levels ``1 .. max_level`` (:func:`pool_keys_values`), stacked along the key axis.
+
+    Returns two contiguous ``(B, H, P - (P >> max_level) + 16, D)`` tables, ``P = ceil(Nk / block_k) * block_k``;
+    level ``j`` is rows ``P - (P >> (j - 1))`` to ``P - (P >> j)``, groups past the sequence end zero, and 16
+    zero rows at the end: the kernel reads a level with fewer than 16 keys per block in 16-key tiles.
+    """
+    B, H, _, D = k.shape
+    pad = k.new_zeros(B, H, _POOL_PAD_ROWS, D)
+    pooled = [pool_keys_values(k, v, block_k, level)[:2] for level in range(1, max_level + 1)]
+    return torch.cat([*(kp for kp, _ in pooled), pad], dim=2), torch.cat([*(vp for _, vp in pooled), pad], dim=2)
+
+
+_POOL_PAD_ROWS = 16
+
+
+@functools.cache
+def _pyramid_kernels():
+    """(plain kernel, autotuned kernel), built on first use so that importing dit_sparse never imports triton."""
+    import triton
+
+    from .triton_jit import _pyramid_fwd_kernel
+
+    def _prune(configs, named_args, **kwargs):
+        """The attention kernel's configs: level 0 has its tiles, every pooled level's are no larger."""
+        arch = device_arch(named_args["Q"].device)
+        kept = attention_configs(arch, kwargs["MASK_BQ"], kwargs["MASK_BK"], kwargs["HEAD_DIM"],
+                                 named_args["V"].element_size())  # fmt: skip
+        return triton_configs(autotune_candidates(kept))
+
+    autotuned = triton.autotune(
+        configs=triton_configs(all_tile_configs()),
+        key=["N_Q", "N_K", "HEAD_DIM", "MASK_BQ", "MASK_BK", "MAX_LEVEL", "EVEN_N", "OUTPUT_LSE", "IEEE_DOT"],
+        prune_configs_by={"early_config_prune": _prune},
+    )(_pyramid_fwd_kernel)
+    return _pyramid_fwd_kernel, autotuned
+
+
+def _launch_pyramid(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    level_num: torch.Tensor,
+    level_idx: torch.Tensor,
+    scale: float,
+    mask_bq: int,
+    mask_bk: int,
+    return_lse: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    B, H, N_Q, D = q.shape  # (B, H, N, D)
+    N_K = k.shape[2]
+    max_level = level_num.shape[0] - 1
+    n_kv_blocks = level_idx.shape[-1]
+    if level_num.stride(-1) != 1 or level_idx.stride(-1) != 1:
+        raise ValueError("the level tables must be contiguous in their last dim (LevelMask.level_tables() are)")
+    k_pool, v_pool = pooled_tables(k, v, mask_bk, max_level)  # (B, H, G, D) each, contiguous
+    out_dtype = v.dtype
+    if q.device.type == "cuda" and v.dtype == torch.float32:
+        # As in the attention kernel: fp32 dots spill, so fp32 inputs run with bf16 operands (fp32 softmax,
+        # accumulation and output; bf16's tolerance). Pooled from fp32, rounded once.
+        q, k, v, k_pool, v_pool = (t.to(torch.bfloat16) for t in (q, k, v, k_pool, v_pool))
+    out = torch.empty_like(q, dtype=v.dtype)
+    lse = torch.empty((B, H, N_Q) if return_lse else (0,), device=q.device, dtype=torch.float32)
+    plain, autotuned = _pyramid_kernels()
+    # A broadcast mask (batch 1) is read with batch stride 0.
+    num_strides = (level_num.stride(0), 0 if level_num.shape[1] == 1 else level_num.stride(1), *level_num.stride()[2:])
+    idx_strides = (level_idx.stride(0), 0 if level_idx.shape[1] == 1 else level_idx.stride(1), *level_idx.stride()[2:4])
+    args = (
+        q, k, v, k_pool, v_pool, out, lse if return_lse else out, level_num, level_idx,
+        scale * LOG2E,
+        *q.stride(), *k.stride(), *v.stride(), *out.stride(), *k_pool.stride(),
+        *num_strides, *idx_strides,
+        H, N_Q, N_K, n_kv_blocks,
+    )  # fmt: skip
+    common = dict(
+        HEAD_DIM=D, MASK_BQ=mask_bq, MASK_BK=mask_bk, MAX_LEVEL=max_level, BLOCK_D=padded_head_dim(D),
+        EVEN_N=N_K % mask_bk == 0, OUTPUT_LSE=return_lse, IEEE_DOT=v.dtype == torch.float32,
+    )  # fmt: skip
+    if q.device.type == "cpu":
+        # The interpreter is slow: one fixed tile, no autotuning.
+        bm, bn = min(64, mask_bq), min(32, mask_bk)
+        plain[(-(-N_Q // bm), B * H)](*args, BLOCK_M=bm, BLOCK_N=bn, **common)
+    else:
+        with torch.cuda.device(q.device):
+            autotuned[lambda meta: (-(-N_Q // meta["BLOCK_M"]), B * H)](*args, **common)
+    return out.to(out_dtype), lse
+
+
+@torch.library.custom_op("dit_sparse::pyramid_attention_fwd", mutates_args=())
+def _pyramid_attention_fwd(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    level_num: torch.Tensor,
+    level_idx: torch.Tensor,
+    scale: float,
+    mask_bq: int,
+    mask_bk: int,
+    return_lse: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    return _launch_pyramid(q, k, v, level_num, level_idx, scale, mask_bq, mask_bk, return_lse)
+
+
+@_pyramid_attention_fwd.register_fake
+def _(q, k, v, level_num, level_idx, scale, mask_bq, mask_bk, return_lse):
+    B, H, N_Q, _ = q.shape
+    lse = q.new_empty((B, H, N_Q) if return_lse else (0,), dtype=torch.float32)
+    return torch.empty_like(q, dtype=v.dtype), lse
+
+
+def triton_pyramid_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    mask: LevelMask,
+    scale: float,
+    return_lse: bool,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The Triton kernel through the ``dit_sparse::pyramid_attention_fwd`` op, so ``torch.compile`` can trace it.
+
+    Takes any level mask, binary ones too (:func:`pyramid_attention` sends those to the block-sparse kernels).
+    """
+    bq, bk = mask.block_size
+    level_num, level_idx = mask.level_tables()
+    out, lse = torch.ops.dit_sparse.pyramid_attention_fwd(q, k, v, level_num, level_idx, float(scale), bq, bk,
+                                                          return_lse)  # fmt: skip
+    return out, (lse if return_lse else None)
+
+
+def triton_pyramid_unsupported_reason(q: torch.Tensor, mask: LevelMask, return_lse: bool) -> str | None:
+    """Why the Triton pyramid kernel cannot take this call (None if it can): the attention kernel's rules."""
+    return triton_unavailable_reason(q.device) or triton_unsupported_reason(q, _read_blocks(mask), return_lse)
+
+
+def _read_blocks(mask: LevelMask) -> BlockSparseMask:
+    """The blocks read at any level, cached on the mask (building one checks its rows: a device sync)."""
+    if "read_blocks" not in mask._derived:
+        mask._derived["read_blocks"] = mask.read_blocks()
+    return mask._derived["read_blocks"]
+
+
+PYRAMID_BACKENDS = ("auto", "reference", "gather", "triton")
 
 
 def pyramid_attention(
@@ -236,8 +402,9 @@ def pyramid_attention(
         scale (`float`, optional): softmax scale, default ``1 / sqrt(D)``.
         return_lse (`bool`, defaults to False): also return the LSE ``(B, H, Nq)`` fp32, natural log.
         backend (`str`, defaults to ``"auto"``): ``"reference"`` (the token-level definition), ``"gather"``
-            (CPU), or ``"auto"`` (``gather`` on a CPU, else ``reference``). A binary mask (full and dropped
-            blocks only) runs :func:`dit_sparse.block_sparse_attention` with that backend choice instead.
+            (CPU), ``"triton"`` (GPU), or ``"auto"`` (``gather`` on a CPU, ``triton`` on a CUDA GPU where it can
+            run, else ``reference``; ``reference`` wherever gradients are needed). A binary mask (full and
+            dropped blocks only) runs :func:`dit_sparse.block_sparse_attention` with that backend choice instead.
     """
     from ..attention import _check_inputs, block_sparse_attention
 
@@ -246,24 +413,45 @@ def pyramid_attention(
     if backend not in PYRAMID_BACKENDS:
         raise ValueError(f"backend must be one of {list(PYRAMID_BACKENDS)}, got {backend!r}")
     if mask.is_binary():
-        binary_backend = "auto" if backend == "auto" else ("reference" if backend == "reference" else "gather")
         return block_sparse_attention(q, k, v, mask.to_block_mask(), scale=scale, return_lse=return_lse,
-                                      backend=binary_backend)  # fmt: skip
-    _check_inputs(q, k, v, mask.read_blocks())
+                                      backend=backend)  # fmt: skip
+    _check_inputs(q, k, v, _read_blocks(mask))
     if mask.device != q.device:
         raise ValueError(f"mask is on {mask.device} but q is on {q.device}; move it with mask.to(q.device)")
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
+    needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v))
     if backend == "auto":
-        backend = "gather" if q.device.type == "cpu" and flash_cpu_op() is not None else "reference"
+        if needs_grad:
+            backend = "reference"
+        elif q.device.type == "cpu" and flash_cpu_op() is not None:
+            backend = "gather"
+        elif q.device.type == "cuda" and triton_pyramid_unsupported_reason(q, mask, return_lse) is None:
+            backend = "triton"
+        else:
+            backend = "reference"
     if backend == "gather":
         if q.device.type != "cpu" or flash_cpu_op() is None:
             raise ValueError("the gather pyramid backend runs on a CPU with torch's fused CPU attention kernel")
-        if q.requires_grad and torch.is_grad_enabled():
+        if needs_grad:
             raise ValueError("the gather pyramid backend is inference only; use backend='reference' for gradients")
         out, lse = gather_pyramid_attention(q, k, v, mask, scale, return_lse)
+    elif backend == "triton":
+        reason = triton_pyramid_unsupported_reason(q, mask, return_lse)
+        if reason is not None:
+            raise ValueError(f"the triton pyramid backend cannot run this call: {reason}")
+        if needs_grad:
+            raise ValueError("the triton pyramid backend is inference only; use backend='reference' for gradients")
+        out, lse = triton_pyramid_attention(q, k, v, mask, scale, return_lse)
     else:
         out, lse = reference_pyramid_attention(q, k, v, mask, scale, return_lse)
     return (out, lse) if return_lse else out
 
 
-__all__ = ["DROPPED", "pool_keys_values", "pyramid_attention", "reference_pyramid_attention"]
+__all__ = [
+    "DROPPED",
+    "pool_keys_values",
+    "pooled_tables",
+    "pyramid_attention",
+    "reference_pyramid_attention",
+    "triton_pyramid_attention",
+]
