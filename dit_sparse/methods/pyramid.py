@@ -112,7 +112,7 @@ def allocate_levels(scores: torch.Tensor, ratios: tuple[float, ...], min_full: i
 
 
 def allocate_levels_by_mass(
-    mass: torch.Tensor, density: float, max_level: int, min_full: int = 1, iterations: int = 60
+    mass: torch.Tensor, density: float, max_level: int, min_full: int = 1, iterations: int = 40
 ) -> torch.Tensor:
     """Levels with each block's pooling factor proportional to ``1 / mass``, at mean compute ``density``.
 
@@ -130,7 +130,7 @@ def allocate_levels_by_mass(
     """
     if not 0 < density <= 1:
         raise ValueError(f"density must be in (0, 1], got {density!r}")
-    log_mass = torch.log2(mass.double().clamp(min=1e-300))
+    log_mass = torch.log2(mass.float().clamp(min=1e-30))
     forced = torch.zeros(mass.shape, dtype=torch.bool, device=mass.device)
     if min_full > 0:
         top = torch.topk(mass, min(min_full, mass.shape[-1]), dim=-1).indices
@@ -143,7 +143,9 @@ def allocate_levels_by_mass(
         cost = torch.where(dropped, 0.0, torch.exp2(-level))
         return torch.where(dropped, float(DROPPED), level), float(cost.mean())
 
-    low, high = -1100.0, 60.0  # compute falls as log t grows: ~1 at `low`, the forced blocks' alone at `high`
+    # Compute falls as log t grows: every block full at the lightest block's log mass, only the forced blocks
+    # past the heaviest one's plus max_level + 1.
+    low, high = float(log_mass.min()), float(log_mass.max()) + max_level + 1
     for _ in range(iterations):
         mid = (low + high) / 2
         if levels_at(mid)[1] >= density:
