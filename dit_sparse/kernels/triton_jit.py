@@ -377,13 +377,12 @@ def _pyramid_level(
                              False, MASK_D)  # fmt: skip
         acc, l_i, m_i = _pyramid_step(q, k, v, acc, l_i, m_i, qk_scale, narrow_bias, LEVEL, NARROW, IEEE_DOT)
 
-    # -- the partial last block: its tiles that hold tokens; a short last group stands for fewer tokens.
-    # A few iterations once per row: not pipelined, which keeps registers for the main loops.
+    # -- the partial last block: its tiles that hold tokens; a short last group stands for fewer tokens
     if not EVEN_N:
         if has_tail:
             tokens = N_K - (N_KV_BLOCKS - 1) * MASK_BK
             groups = tl.cdiv(tokens, GROUP)
-            for j in tl.range(0, tl.cdiv(groups, TILE_N), num_stages=1):
+            for j in range(0, tl.cdiv(groups, TILE_N)):
                 g = j * TILE_N + offs_n
                 col_ok = g < groups
                 if LEVEL == 0:

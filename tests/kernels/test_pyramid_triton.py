@@ -64,7 +64,7 @@ def assert_matches_reference(out, lse, q, k, v, mask, scale):
     torch.testing.assert_close(lse, expected_lse, atol=tol, rtol=tol)
 
 
-@settings(max_examples=10, deadline=None)
+@settings(max_examples=20, deadline=None)
 @given(
     n_q=st.integers(17, 300),
     n_k=st.integers(17, 300),
