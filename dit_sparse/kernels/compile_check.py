@@ -46,7 +46,9 @@ ARCHS = (80, 90)
 DTYPES = ("fp16", "bf16")
 HEAD_DIMS = (64, 128)
 MASK_BLOCKS = (64, 128, 256)
-KERNELS = ("attention", "attention_tma", "block_mass")
+KERNELS = ("attention", "attention_tma", "block_mass", "pyramid")
+# Pooling levels the pyramid kernel is compiled with: levels 1 and 2 (2 and 4 tokens per pooled key).
+PYRAMID_MAX_LEVEL = 2
 _TORCH_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 
 
@@ -54,7 +56,7 @@ _TORCH_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.fl
 class Variant:
     """One compile of one kernel: target, inputs and tile config."""
 
-    kernel: str  # "attention" or "block_mass"
+    kernel: str  # one of KERNELS
     arch: int  # compute capability, 80 or 90
     dtype: str  # "fp16" or "bf16" (int8 Q/K when quant)
     head_dim: int
@@ -63,10 +65,12 @@ class Variant:
     lse: bool = False
     quant: bool = False
     warp_specialize: bool = False
+    max_level: int = 0  # the pyramid kernel's deepest pooling level (0 for the others)
 
     def label(self) -> str:
         c = self.config
         flags = ("+lse" if self.lse else "") + ("+int8" if self.quant else "") + ("+ws" if self.warp_specialize else "")
+        flags += f"+L{self.max_level}" if self.max_level else ""
         return (
             f"{self.kernel} sm_{self.arch} {self.dtype}{flags} D{self.head_dim} mask{self.mask_block} "
             f"{c.block_m}x{c.block_n} w{c.num_warps} s{c.num_stages}"
@@ -156,7 +160,8 @@ def kernel_variants(
 
     Attention: with and without LSE, and int8 Q/K (QUANT, always with LSE off and on alike). The
     tensor-descriptor attention (sm_90 and newer only): with and without LSE and warp specialization. Block
-    mass: its inputs only.
+    mass: its inputs only. Pyramid: with and without LSE, levels up to :data:`PYRAMID_MAX_LEVEL`, the
+    attention kernel's configs (its autotuner prunes by the same model).
     """
     variants = []
     for kernel in kernels:
@@ -169,12 +174,14 @@ def kernel_variants(
                         elem = dtype_bytes(dtype)
                         if kernel == "attention":
                             flag_sets = [(lse, quant, False) for lse in (False, True) for quant in (False, True)]
+                        elif kernel == "pyramid":
+                            flag_sets = [(lse, False, False) for lse in (False, True)]
                         elif kernel == "attention_tma":
                             flag_sets = [(lse, False, ws) for lse in (False, True) for ws in (False, True)]
                         else:
                             flag_sets = [(False, False, False)]
                         for lse, quant, ws in flag_sets:
-                            if kernel == "attention":
+                            if kernel in ("attention", "pyramid"):
                                 configs = attention_configs(
                                     arch, mask_block, mask_block, head_dim, elem, quant=quant, prune=not all_configs
                                 )
@@ -190,10 +197,10 @@ def kernel_variants(
                                 )
                             if not all_configs:
                                 configs = autotune_candidates(configs)
+                            max_level = PYRAMID_MAX_LEVEL if kernel == "pyramid" else 0
                             for config in configs:
-                                variants.append(
-                                    Variant(kernel, arch, dtype, head_dim, mask_block, config, lse, quant, ws)
-                                )
+                                flags = (lse, quant, ws, max_level)
+                                variants.append(Variant(kernel, arch, dtype, head_dim, mask_block, config, *flags))
     return variants
 
 
@@ -252,6 +259,25 @@ def _block_mass_source(variant: Variant):
     return _source(ASTSource, fn, pointers, ones, constants, floats={"qk_scale_log2"})
 
 
+def _pyramid_source(variant: Variant):
+    from triton.compiler import ASTSource
+
+    from .pyramid import _pyramid_kernels
+
+    fn = _pyramid_kernels()[0]
+    dtype = variant.dtype
+    pointers = dict(Q=dtype, K=dtype, V=dtype, K_POOL=dtype, V_POOL=dtype, Out=dtype, Lse="fp32")
+    pointers.update(LEVEL_NUM="int32", LEVEL_IDX="int32")
+    ones = {"stride_qd", "stride_kd", "stride_vd", "stride_od", "stride_pd", "stride_numm"}
+    constants = dict(
+        HEAD_DIM=variant.head_dim, MASK_BQ=variant.mask_block, MASK_BK=variant.mask_block,
+        MAX_LEVEL=variant.max_level, BLOCK_M=variant.config.block_m, BLOCK_N=variant.config.block_n,
+        BLOCK_D=max(16, 1 << (variant.head_dim - 1).bit_length()), EVEN_N=False, OUTPUT_LSE=variant.lse,
+        IEEE_DOT=False,
+    )  # fmt: skip
+    return _source(ASTSource, fn, pointers, ones, constants, floats={"qk_scale_log2"})
+
+
 def _source(ast_source, fn, pointers, ones, constants, floats):
     """The signature Triton's launcher would build: 16-divisible pointers and strides, unit strides constant."""
     signature, attrs, constexprs = {}, {}, {}
@@ -269,7 +295,8 @@ def _source(ast_source, fn, pointers, ones, constants, floats):
             signature[name] = "fp32"
         else:
             signature[name] = "i32"
-            if name.startswith("stride_") and not name.endswith(("numb", "numh", "idxm", "qsb", "qsh", "ksb", "ksh")):
+            level_tables = ("numl", "numb", "numh", "idxl", "idxm")
+            if name.startswith("stride_") and not name.endswith((*level_tables, "qsb", "qsh", "ksb", "ksh")):
                 attrs[(index,)] = [["tt.divisibility", 16]]
     missing = set(constants) - set(fn.arg_names)
     if missing:
@@ -289,7 +316,7 @@ def check_variant(variant: Variant) -> CompileStats:
     from triton.backends.compiler import GPUTarget
 
     start = time.perf_counter()
-    sources = {"attention": _attention_source, "attention_tma": _attention_tma_source}
+    sources = {"attention": _attention_source, "attention_tma": _attention_tma_source, "pyramid": _pyramid_source}
     source = sources.get(variant.kernel, _block_mass_source)(variant)
     options = {"num_warps": variant.config.num_warps, "num_stages": variant.config.num_stages}
     try:
@@ -347,14 +374,37 @@ def torch_dtype(name: str) -> torch.dtype:
 
 # The config the issue's shared-memory bar names: sm_90, bf16, D 128, 128x64 tiles, 8 warps, 3 stages.
 REFERENCE_VARIANT = Variant("attention", 90, "bf16", 128, 128, TileConfig(128, 64, 8, 3))
+# The pyramid kernel at the same shape, with its LSE: its level loops must share the attention kernel's buffers.
+PYRAMID_REFERENCE_VARIANT = Variant("pyramid", 90, "bf16", 128, 128, TileConfig(128, 64, 8, 3), lse=True,
+                                    max_level=PYRAMID_MAX_LEVEL)  # fmt: skip
+
+
+def model_configs(variant: Variant) -> list[TileConfig]:
+    """The configs the model keeps for ``variant``'s kernel and inputs (before the autotuner's candidate cut)."""
+    elem = dtype_bytes(variant.dtype)
+    mask = variant.mask_block
+    if variant.kernel in ("attention", "pyramid"):
+        return attention_configs(variant.arch, mask, mask, variant.head_dim, elem, quant=variant.quant)
+    if variant.kernel == "attention_tma":
+        return tma_attention_configs(variant.arch, mask, mask, variant.head_dim, elem)
+    return block_mass_configs(variant.arch, mask, mask, variant.head_dim, elem)
+
+
+def model_shared_bytes(variant: Variant) -> int:
+    """The shared memory the model expects ``variant`` to need (the pyramid kernel: the attention kernel's)."""
+    return estimate_shared_bytes(
+        variant.config, variant.arch, variant.head_dim, dtype_bytes(variant.dtype), quant=variant.quant,
+        with_v=variant.kernel != "block_mass", tma=variant.kernel == "attention_tma",
+    )  # fmt: skip
 
 
 def ci_variants() -> list[Variant]:
-    """The subset the test suite compiles (about 100, a minute or two on 2 cores).
+    """The subset the test suite compiles (about 190, two or three minutes on 2 cores).
 
-    For every kernel, target, head dim and mask block (bf16; attention also with LSE and with int8 Q/K), the
-    kept configs that are hardest to fit: the one with the most shared memory and the one with the most
-    tile registers by the model; fp16 for mask block 128; and :data:`REFERENCE_VARIANT`.
+    For every kernel, target, head dim and mask block (bf16; attention also with LSE and with int8 Q/K; the
+    pyramid kernel with LSE only, the same loops plus one store), the kept configs that are hardest to fit:
+    the one with the most shared memory and the one with the most tile registers by the model; fp16 for mask
+    block 128; and :data:`REFERENCE_VARIANT` and :data:`PYRAMID_REFERENCE_VARIANT`.
     """
     chosen = []
     for variant in kernel_variants(dtypes=("bf16", "fp16")):
@@ -362,19 +412,17 @@ def ci_variants() -> list[Variant]:
             continue
         if (variant.lse and variant.quant) or (variant.lse and variant.warp_specialize):
             continue
+        if variant.kernel == "pyramid" and variant.dtype == "bf16" and not variant.lse:
+            continue
         chosen.append(variant)
     groups: dict[tuple, list[Variant]] = {}
     for variant in chosen:
         key = (variant.kernel, variant.arch, variant.dtype, variant.head_dim, variant.mask_block, variant.lse,
                variant.quant, variant.warp_specialize)  # fmt: skip
         groups.setdefault(key, []).append(variant)
-    subset = {REFERENCE_VARIANT}
+    subset = {REFERENCE_VARIANT, PYRAMID_REFERENCE_VARIANT}
     for group in groups.values():
-        v0 = group[0]
-        elem = dtype_bytes(v0.dtype)
-        with_v, tma = v0.kernel != "block_mass", v0.kernel == "attention_tma"
-        subset.add(max(group, key=lambda v: estimate_shared_bytes(v.config, v.arch, v.head_dim, elem,
-                                                                  quant=v.quant, with_v=with_v, tma=tma)))  # fmt: skip
+        subset.add(max(group, key=model_shared_bytes))
         subset.add(max(group, key=lambda v: tile_registers(v.config, v.head_dim, v.quant)))
     return sorted(subset, key=lambda v: v.label())
 

@@ -17,7 +17,12 @@ import sys
 import pytest
 
 from dit_sparse.kernels import gpu_model
-from dit_sparse.kernels.compile_check import REFERENCE_VARIANT, ci_variants
+from dit_sparse.kernels.compile_check import (
+    PYRAMID_REFERENCE_VARIANT,
+    REFERENCE_VARIANT,
+    ci_variants,
+    model_configs,
+)
 from dit_sparse.kernels.gpu_model import TileConfig, attention_configs, block_mass_configs, estimate_shared_bytes
 
 
@@ -45,6 +50,7 @@ def compiled() -> list[dict]:
 
 def _label(row: dict) -> str:
     flags = ("+lse" if row["lse"] else "") + ("+int8" if row["quant"] else "")
+    flags += f"+L{row['max_level']}" if row["max_level"] else ""
     return (
         f"{row['kernel']} sm_{row['arch']} {row['dtype']}{flags} D{row['head_dim']} mask{row['mask_block']} "
         f"{row['block_m']}x{row['block_n']} w{row['num_warps']} s{row['num_stages']}"
@@ -54,7 +60,7 @@ def _label(row: dict) -> str:
 def test_every_variant_of_the_subset_was_compiled(compiled):
     assert len(compiled) == len(ci_variants()) > 80
     targets = {(r["kernel"], r["arch"], r["head_dim"], r["mask_block"]) for r in compiled}
-    for kernel in ("attention", "block_mass"):
+    for kernel in ("attention", "block_mass", "pyramid"):
         for arch in (80, 90):
             for d in (64, 128):
                 for mask in (64, 128, 256):
@@ -93,8 +99,23 @@ def test_reference_shape_fits_two_programs_per_sm_on_hopper(compiled):
     assert row["shared_bytes"] <= 136 * 1024
 
 
+def test_the_pyramid_kernel_at_the_reference_shape_pipelines_like_the_attention_kernel(compiled):
+    """Its level loops, one after another, reuse one set of K/V buffers as deep as the attention kernel's:
+    more shared memory would mean buffers per level, less a loop left unpipelined."""
+    (row,) = [r for r in compiled if _label(r) == _label(_variant_row(PYRAMID_REFERENCE_VARIANT))]
+    (attention,) = [r for r in compiled if _label(r) == _label(_variant_row(REFERENCE_VARIANT))]
+    assert row["ok"]
+    assert row["shared_bytes"] == attention["shared_bytes"] <= 136 * 1024
+
+
+def test_the_subset_compiles_only_configs_the_autotuners_may_pick():
+    from dit_sparse.kernels.gpu_model import autotune_candidates
+
+    assert all(v.config in autotune_candidates(model_configs(v)) for v in ci_variants())
+
+
 def test_block_256_head_dim_128_launches_on_both_targets(compiled):
-    for kernel in ("attention", "block_mass"):
+    for kernel in ("attention", "block_mass", "pyramid"):
         for arch in (80, 90):
             rows = [
                 r
@@ -109,7 +130,7 @@ def _variant_row(variant) -> dict:
     return dict(
         kernel=variant.kernel, arch=variant.arch, dtype=variant.dtype, head_dim=variant.head_dim,
         mask_block=variant.mask_block, lse=variant.lse, quant=variant.quant, block_m=c.block_m, block_n=c.block_n,
-        num_warps=c.num_warps, num_stages=c.num_stages,
+        num_warps=c.num_warps, num_stages=c.num_stages, max_level=variant.max_level,
     )  # fmt: skip
 
 
