@@ -28,16 +28,11 @@ from dit_sparse.kernels.compile_check import (
     MASK_BLOCKS,
     check_variant,
     kernel_variants,
+    model_configs,
+    model_shared_bytes,
     unavailable_reason,
 )
-from dit_sparse.kernels.gpu_model import (
-    attention_configs,
-    autotune_candidates,
-    block_mass_configs,
-    dtype_bytes,
-    estimate_shared_bytes,
-    tma_attention_configs,
-)
+from dit_sparse.kernels.gpu_model import autotune_candidates
 
 
 def _ints(text: str) -> tuple[int, ...]:
@@ -75,19 +70,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{i}/{len(variants)} compiled, {time.perf_counter() - start:.0f} s", file=sys.stderr)
     rows = [r.as_row() for r in results]
     for row, result in zip(rows, results, strict=True):
-        v = result.variant
-        elem = dtype_bytes(v.dtype)
-        if v.kernel == "attention":
-            kept = attention_configs(v.arch, v.mask_block, v.mask_block, v.head_dim, elem, quant=v.quant)
-        elif v.kernel == "attention_tma":
-            kept = tma_attention_configs(v.arch, v.mask_block, v.mask_block, v.head_dim, elem)
-        else:
-            kept = block_mass_configs(v.arch, v.mask_block, v.mask_block, v.head_dim, elem)
-        row["kept_by_model"] = v.config in autotune_candidates(kept)
-        row["model_shared_bytes"] = estimate_shared_bytes(
-            v.config, v.arch, v.head_dim, elem, quant=v.quant, with_v=v.kernel != "block_mass",
-            tma=v.kernel == "attention_tma",
-        )  # fmt: skip
+        row["kept_by_model"] = result.variant.config in autotune_candidates(model_configs(result.variant))
+        row["model_shared_bytes"] = model_shared_bytes(result.variant)
     bad = [r for r in rows if r["kept_by_model"] and not r["ok"]]
     report = {
         "environment": {"machine": platform.processor() or platform.machine(), "python": platform.python_version()},

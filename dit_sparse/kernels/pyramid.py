@@ -77,7 +77,7 @@ def pool_keys_values(
     counts = torch.clamp(n_k - torch.arange(0, padded, group, device=k.device, dtype=torch.float32), 0, group)
     sums = []
     for x in (k, v):
-        x = x.float()
+        x = x.to(torch.promote_types(x.dtype, torch.float32))
         if padded != n_k:
             x = torch.nn.functional.pad(x, (0, 0, 0, padded - n_k))
         sums.append(x.view(B, H, padded // group, group, D).sum(dim=3))
@@ -93,28 +93,29 @@ def reference_pyramid_attention(
     scale: float,
     return_lse: bool,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The definition above in fp32, one N x (N + pooled keys) score matrix: for tests and small inputs.
+    """The definition above in fp32 (fp64 for fp64 inputs), one N x (N + pooled keys) score matrix: for tests.
 
     Output in the inputs' dtype, LSE fp32 (natural log); rows that read nothing give zeros and LSE ``-inf``.
     """
     bq, bk = mask.block_size
     n_q, n_k = mask.seq_len
     levels = mask.levels.long()  # (Bm, H, nQ, nK)
-    keys, values, bias, allowed = [k.float()], [v.float()], [torch.zeros(n_k, device=q.device)], []
+    compute = torch.promote_types(q.dtype, torch.float32)
+    keys, values, bias, allowed = [k.to(compute)], [v.to(compute)], [torch.zeros(n_k, device=q.device)], []
     token_block = torch.arange(n_k, device=q.device) // bk
     allowed.append(levels[..., token_block] == 0)  # (Bm, H, nQ, Nk)
     for level in range(1, mask.max_level + 1):
         k_pool, v_pool, counts = pool_keys_values(k, v, bk, level)
         real = counts > 0
         group_block = (torch.arange(counts.numel(), device=q.device) * (1 << level)) // bk
-        keys.append(k_pool.float()[..., real, :])
-        values.append(v_pool.float()[..., real, :])
+        keys.append(k_pool.to(compute)[..., real, :])
+        values.append(v_pool.to(compute)[..., real, :])
         bias.append(torch.log(counts[real]))
         allowed.append(levels[..., group_block[real]] == level)
     keys_all, values_all = torch.cat(keys, dim=2), torch.cat(values, dim=2)  # (B, H, M, D)
     bias_all = torch.cat(bias)  # (M,)
     allowed_rows = torch.cat(allowed, dim=-1).repeat_interleave(bq, dim=-2)[..., :n_q, :]  # (Bm, H, Nq, M)
-    scores = torch.matmul(q.float(), keys_all.transpose(-2, -1)) * scale + bias_all
+    scores = torch.matmul(q.to(compute), keys_all.transpose(-2, -1)) * scale + bias_all.to(compute)
     scores = scores.masked_fill(~allowed_rows, float("-inf"))
     lse = torch.logsumexp(scores, dim=-1)  # (B, H, Nq)
     probs = torch.exp(scores - lse.masked_fill(lse == float("-inf"), 0.0)[..., None])
