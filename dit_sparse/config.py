@@ -46,13 +46,13 @@ METHOD_PARAMS: dict[str, dict[str, Any]] = {
     # PAROAttention (Zhao et al., 2025): per-head token order and static mask at density; online unless a plan.
     "paro": {"density": 0.25, "quant_weight": 1.0},
     # Pyramid Sparse Attention (Li et al., 2025): kv blocks read full, pooled by 2^j or skipped, levels from the
-    # exact block mass under a compute budget (density; PSA's default quotas cost 0.15): allocation "mass" (ours:
-    # pooling factor ~ 1 / mass) or "quota" (PSA's ranked quotas, ratios: full, pooled by 2, 4, 8); searched at
+    # exact block mass under a compute budget (density; PSA's default quotas cost 0.15): allocation "quota" (PSA's
+    # ranked quotas, ratios: full, pooled by 2, 4, 8) or "mass" (ours: pooling factor ~ 1 / mass); searched at
     # search_steps and reused between, as adaspa. See methods/pyramid.py.
     "pyramid": {
         "search_steps": (10, 30),
         "density": 0.15,
-        "allocation": "mass",
+        "allocation": "quota",
         "ratios": (0.10, 0.05, 0.0, 0.20),
         "max_level": None,
         "min_blocks_per_row": 1,
@@ -367,7 +367,7 @@ def _validate_paro(params: dict[str, Any], block_size: int) -> None:
 
 def _validate_pyramid(params: dict[str, Any], block_size: int) -> None:
     _validate_adaspa(params, block_size)
-    if params.get("allocation", "mass") not in ("mass", "quota"):
+    if params.get("allocation", "quota") not in ("mass", "quota"):
         raise ValueError(f"allocation must be 'mass' or 'quota', got {params['allocation']!r}")
     if params.get("max_level") is not None:
         _check_int("max_level", params["max_level"], 1)

@@ -89,14 +89,14 @@ DYNAMIC = {
     "adaspa": ("density", (1e-3, 1.0), {}),  # searches at the call's own step (set in dynamic_plan)
     "xattention": ("tau", (1e-4, 1.0), {"warmup_steps": 0, "stride": 8}),
     "draft": ("fraction", (1e-4, 1.0), {"window": (4, 8)}),
-    # level masks (compute density: pooled blocks at their share); "pyramid_quota" is PSA's ranked quotas
-    "pyramid": ("density", (1e-3, 1.0), {}),
+    # level masks (compute density: pooled blocks at their share): PSA's ranked quotas, and our mass allocation
     "pyramid_quota": ("density", (1e-3, 1.0), {"allocation": "quota"}),
+    "pyramid_mass": ("density", (1e-3, 1.0), {"allocation": "mass"}),
 }
 
 
 # dynamic methods whose knob is the compute density they reach (set directly, not bisected)
-EXACT_KNOB = ("pyramid", "pyramid_quota")
+EXACT_KNOB = ("pyramid_quota", "pyramid_mass")
 
 
 def dynamic_plan(method: str, call: Any, value: float, block_size: int):
@@ -106,7 +106,7 @@ def dynamic_plan(method: str, call: Any, value: float, block_size: int):
     from ..methods import AttentionCall, build_method
 
     knob, _, extra = DYNAMIC[method]
-    if method in ("adaspa", "pyramid", "pyramid_quota"):  # another search step would mean "dense, not searched yet"
+    if method in ("adaspa", *EXACT_KNOB):  # another search step would mean "dense, not searched yet"
         extra = {**extra, "search_steps": (call.step,)}
     name = "pyramid" if method.startswith("pyramid") else method
     config = SparseAttentionConfig(name, block_size=block_size, **{knob: min(value, 1.0)}, **extra)

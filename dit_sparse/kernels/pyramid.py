@@ -130,30 +130,47 @@ def _key_tables(k: torch.Tensor, v: torch.Tensor, mask: LevelMask, scale: float)
     """K' and V' of every level stacked (level 0 tokens, then level 1 groups, ...), rows = keys, ``D + 1`` columns.
 
     K' carries ``log |g| / scale`` in its last column (0 for tokens, ``-inf`` for padding); V' a zero column,
-    since the fused kernel wants one head size for q, k and v.
+    since the fused kernel wants one head size for q, k and v. Pooled sums are built level from level (each
+    halves the one before), so all levels together read K and V about twice; only the levels the mask uses
+    are written. The tables live in this thread's reused buffers (valid until the next call).
     """
     B, H, n_k, D = k.shape
     bk = mask.block_size[1]
     n_kv_blocks = mask.num_blocks[1]
     padded = n_kv_blocks * bk
-    per_level = [(k, v, torch.clamp(n_k - torch.arange(padded, device=k.device, dtype=torch.float32), 0, 1))]
-    for level in range(1, mask.max_level + 1):
-        per_level.append(pool_keys_values(k, v, bk, level))
+    if "levels_used" not in mask._derived:
+        mask._derived["levels_used"] = set(torch.unique(mask.levels).tolist())
+    used = mask._derived["levels_used"]
     sizes = [B * H * n_kv_blocks * (bk >> level) for level in range(mask.max_level + 1)]
-    k_table = torch.empty(sum(sizes), D + 1, dtype=k.dtype, device=k.device)
-    v_table = torch.zeros(sum(sizes), D + 1, dtype=v.dtype, device=v.device)
+    k_table = _buffer("pyramid_k", sum(sizes) * (D + 1), k.dtype).view(-1, D + 1)
+    v_table = _buffer("pyramid_v", sum(sizes) * (D + 1), v.dtype).view(-1, D + 1)
+    v_table[:, D] = 0
+    counts = torch.clamp(n_k - torch.arange(padded, device=k.device, dtype=torch.float32), 0, 1)
+    compute = torch.promote_types(k.dtype, torch.float32)
+    sums_k = sums_v = None
     start = 0
-    for (k_l, v_l, counts), size in zip(per_level, sizes, strict=True):
-        groups = counts.numel()
-        k_rows = k_table[start : start + size].view(B, H, groups, D + 1)
-        v_rows = v_table[start : start + size].view(B, H, groups, D + 1)
-        n_real = k_l.shape[2]
-        k_rows[..., :n_real, :D] = k_l
-        v_rows[..., :n_real, :D] = v_l
-        if n_real < groups:  # level 0 of a partial last block: zero keys, masked below
-            k_rows[..., n_real:, :D] = 0
-        log_counts = torch.where(counts > 0, torch.log(counts.clamp(min=1)) / scale, float("-inf"))
-        k_rows[..., D] = log_counts.to(k.dtype)
+    for level, size in enumerate(sizes):
+        groups = padded >> level
+        if level > 0:
+            if sums_k is None:  # level 1 from the tokens; padding rows are zeros
+                sums_k, sums_v = (torch.nn.functional.pad(x.to(compute), (0, 0, 0, padded - n_k)) for x in (k, v))
+            sums_k = sums_k.view(B, H, groups, 2, D).sum(dim=3)
+            sums_v = sums_v.view(B, H, groups, 2, D).sum(dim=3)
+            counts = counts.view(groups, 2).sum(dim=1)
+        if level in used:
+            k_rows = k_table[start : start + size].view(B, H, groups, D + 1)
+            v_rows = v_table[start : start + size].view(B, H, groups, D + 1)
+            if level == 0:
+                k_rows[..., :n_k, :D] = k
+                v_rows[..., :n_k, :D] = v
+                k_rows[..., n_k:, :D] = 0  # a partial last block's padding: masked by its -inf column
+                v_rows[..., n_k:, :D] = 0
+            else:
+                safe = counts.clamp(min=1)[:, None]
+                k_rows[..., :D] = sums_k / safe
+                v_rows[..., :D] = sums_v / safe
+            log_counts = torch.where(counts > 0, torch.log(counts.clamp(min=1)) / scale, float("-inf"))
+            k_rows[..., D] = log_counts.to(k.dtype)
         start += size
     return k_table, v_table
 

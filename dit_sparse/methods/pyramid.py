@@ -8,20 +8,21 @@ full, the next ones average-pooled by 2, 4, 8 tokens, and skips the rest (see :m
 Two allocations of levels under a compute budget ``density`` (full blocks count 1, pooled-by-``2^j`` blocks
 ``1/2^j``; default 0.15, the compute of PSA's default quotas):
 
-- ``allocation="mass"`` (default; ours): each block's pooling factor is proportional to ``1 / mass``, its
-  cost proportional to its attention mass: level ``ceil(log2(t / mass))``, from full down to one pooled key
-  per block (``max_level``, default ``log2(block_size)``), dropped below that; the threshold ``t`` is shared
-  by every head and row of the call (head-adaptive, as adaspa's recall threshold) and set by bisection so
-  the call's compute is ``density``; each row's heaviest block is always full.
-- ``allocation="quota"`` (PSA's public code, ziplab/Pyramid-Sparse-Attention, ``PSAConfig`` defaults,
+- ``allocation="quota"`` (default; PSA's public code, ziplab/Pyramid-Sparse-Attention, ``PSAConfig`` defaults,
   ``mask_mode='topk'``): of each q block's kv blocks ranked by importance, the top 10% full, the next 5%
   pooled by 2, none by 4, the next 20% pooled by 8, the remaining 65% skipped (``ratios``), scaled to
   ``density`` (the identity at 0.15).
+- ``allocation="mass"`` (ours): each block's pooling factor is proportional to ``1 / mass``, its cost
+  proportional to its attention mass: level ``ceil(log2(t / mass))``, from full down to one pooled key per
+  block (``max_level``, default ``log2(block_size)``), dropped below that; the threshold ``t`` is shared by
+  every head and row of the call (head-adaptive, as adaspa's recall threshold) and set by bisection so the
+  call's compute is ``density``; each row's heaviest block is always full.
 
-Why ``mass`` is the default: on the embedded model's captured q/k/v (``benchmarks/pattern_quality.py --source
-embedded``) it leaves about two thirds of the quota allocation's attention-output error at 10% compute, and
-under half that of the best binary method (figures in ``benchmarks/results/``); the quota shape was chosen by
-PSA for its 15% default, not for other budgets. Text blocks are always full.
+Measured on the embedded model (``benchmarks/results/2026-12-01-pattern-quality-pyramid-embedded.md`` and
+``2026-12-01-pyramid-frontier-embedded.md``): ``mass`` leaves the smaller attention-output error on captured
+q/k/v (0.27 against 0.42 for ``quota`` and 0.57 for the best binary method at 10% compute), but end to end
+``quota`` gives the better video (27.2 dB against 25.2 at 20% compute, 25.0 against 21.7 at 10%; binary
+selection by the same masses: 27.1 and 22.9). So the default is PSA's. Text blocks are always full.
 
 Where we differ from PSA besides, and why:
 
