@@ -91,25 +91,17 @@ def _mean_per_q_block(rows: torch.Tensor, bq: int) -> torch.Tensor:
 @functools.cache
 def _block_mass_kernel():
     """(plain kernel, autotuned kernel), built on first use so that importing dit_sparse never imports triton."""
-    import triton
-
-    from .kernels.gpu_model import all_tile_configs, autotune_candidates, block_mass_configs
-    from .kernels.triton_block_sparse import device_arch, triton_configs
+    from .kernels.gpu_model import block_mass_configs
+    from .kernels.triton_block_sparse import autotuned
     from .kernels.triton_jit import _block_mass_kernel as kernel
 
-    def _prune(configs, named_args, **kwargs):
-        """The configs the per-architecture model says launch without spilling (see gpu_model)."""
-        arch = device_arch(named_args["Q"].device)
-        kept = block_mass_configs(arch, kwargs["MASK_BQ"], kwargs["MASK_BK"], kwargs["HEAD_DIM"],
+    def configs_for(arch, kwargs, named_args):
+        return block_mass_configs(arch, kwargs["MASK_BQ"], kwargs["MASK_BK"], kwargs["HEAD_DIM"],
                                   named_args["Q"].element_size())  # fmt: skip
-        return triton_configs(autotune_candidates(kept))
 
-    autotuned = triton.autotune(
-        configs=triton_configs(all_tile_configs()),
-        key=["N_Q", "N_K", "HEAD_DIM", "MASK_BQ", "MASK_BK", "EVEN_N", "IEEE_DOT"],
-        prune_configs_by={"early_config_prune": _prune},
-    )(kernel)
-    return kernel, autotuned
+    return kernel, autotuned(
+        kernel, ["N_Q", "N_K", "HEAD_DIM", "MASK_BQ", "MASK_BK", "EVEN_N", "IEEE_DOT"], configs_for
+    )
 
 
 def _block_mass_triton(q, k, lse, bq, bk, scale) -> torch.Tensor:

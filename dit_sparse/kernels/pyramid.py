@@ -44,14 +44,8 @@ import torch
 from ..levels import DROPPED, LevelMask
 from ..mask import BlockSparseMask
 from .gather import _CHUNK_BYTES, _buffer, flash_cpu_op
-from .gpu_model import all_tile_configs, attention_configs, autotune_candidates, padded_head_dim
-from .triton_block_sparse import (
-    LOG2E,
-    device_arch,
-    triton_configs,
-    triton_unavailable_reason,
-    triton_unsupported_reason,
-)
+from .gpu_model import attention_configs, padded_head_dim
+from .triton_block_sparse import LOG2E, autotuned, launch_tiled, triton_unavailable_reason, triton_unsupported_reason
 
 
 def pool_keys_values(
@@ -277,23 +271,15 @@ _POOL_PAD_ROWS = 16
 @functools.cache
 def _pyramid_kernels():
     """(plain kernel, autotuned kernel), built on first use so that importing dit_sparse never imports triton."""
-    import triton
-
     from .triton_jit import _pyramid_fwd_kernel
 
-    def _prune(configs, named_args, **kwargs):
+    def configs_for(arch, kwargs, named_args):
         """The attention kernel's configs: level 0 has its tiles, every pooled level's are no larger."""
-        arch = device_arch(named_args["Q"].device)
-        kept = attention_configs(arch, kwargs["MASK_BQ"], kwargs["MASK_BK"], kwargs["HEAD_DIM"],
+        return attention_configs(arch, kwargs["MASK_BQ"], kwargs["MASK_BK"], kwargs["HEAD_DIM"],
                                  named_args["V"].element_size())  # fmt: skip
-        return triton_configs(autotune_candidates(kept))
 
-    autotuned = triton.autotune(
-        configs=triton_configs(all_tile_configs()),
-        key=["N_Q", "N_K", "HEAD_DIM", "MASK_BQ", "MASK_BK", "MAX_LEVEL", "EVEN_N", "OUTPUT_LSE", "IEEE_DOT"],
-        prune_configs_by={"early_config_prune": _prune},
-    )(_pyramid_fwd_kernel)
-    return _pyramid_fwd_kernel, autotuned
+    key = ["N_Q", "N_K", "HEAD_DIM", "MASK_BQ", "MASK_BK", "MAX_LEVEL", "EVEN_N", "OUTPUT_LSE", "IEEE_DOT"]
+    return _pyramid_fwd_kernel, autotuned(_pyramid_fwd_kernel, key, configs_for)
 
 
 def _launch_pyramid(
@@ -321,7 +307,6 @@ def _launch_pyramid(
         q, k, v, k_pool, v_pool = (t.to(torch.bfloat16) for t in (q, k, v, k_pool, v_pool))
     out = torch.empty_like(q, dtype=v.dtype)
     lse = torch.empty((B, H, N_Q) if return_lse else (0,), device=q.device, dtype=torch.float32)
-    plain, autotuned = _pyramid_kernels()
     # A broadcast mask (batch 1) is read with batch stride 0.
     num_strides = (level_num.stride(0), 0 if level_num.shape[1] == 1 else level_num.stride(1), *level_num.stride()[2:])
     idx_strides = (level_idx.stride(0), 0 if level_idx.shape[1] == 1 else level_idx.stride(1), *level_idx.stride()[2:4])
@@ -336,13 +321,7 @@ def _launch_pyramid(
         HEAD_DIM=D, MASK_BQ=mask_bq, MASK_BK=mask_bk, MAX_LEVEL=max_level, BLOCK_D=padded_head_dim(D),
         EVEN_N=N_K % mask_bk == 0, OUTPUT_LSE=return_lse, IEEE_DOT=v.dtype == torch.float32,
     )  # fmt: skip
-    if q.device.type == "cpu":
-        # The interpreter is slow: one fixed tile, no autotuning.
-        bm, bn = min(64, mask_bq), min(32, mask_bk)
-        plain[(-(-N_Q // bm), B * H)](*args, BLOCK_M=bm, BLOCK_N=bn, **common)
-    else:
-        with torch.cuda.device(q.device):
-            autotuned[lambda meta: (-(-N_Q // meta["BLOCK_M"]), B * H)](*args, **common)
+    launch_tiled(_pyramid_kernels(), N_Q, B * H, args, mask_bq, mask_bk, q.device, **common)
     return out.to(out_dtype), lse
 
 

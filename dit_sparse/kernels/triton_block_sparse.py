@@ -98,23 +98,44 @@ def triton_unsupported_reason(q: torch.Tensor, mask: BlockSparseMask, return_lse
 @functools.cache
 def _kernels():
     """(plain kernel, autotuned kernel), built on first use so that importing dit_sparse never imports triton."""
-    import triton
-
     from .triton_jit import _block_sparse_fwd_kernel
 
-    def _prune(configs, named_args, **kwargs):
-        """The configs the per-architecture model says launch without spilling (see gpu_model)."""
-        arch = device_arch(named_args["Q"].device)
-        kept = attention_configs(arch, kwargs["MASK_BQ"], kwargs["MASK_BK"], kwargs["HEAD_DIM"],
+    def configs_for(arch, kwargs, named_args):
+        return attention_configs(arch, kwargs["MASK_BQ"], kwargs["MASK_BK"], kwargs["HEAD_DIM"],
                                  named_args["V"].element_size(), quant=kwargs["QUANT"])  # fmt: skip
-        return triton_configs(autotune_candidates(kept))
 
-    autotuned = triton.autotune(
-        configs=triton_configs(all_tile_configs()),
-        key=["N_Q", "N_K", "HEAD_DIM", "MASK_BQ", "MASK_BK", "EVEN_N", "OUTPUT_LSE", "IEEE_DOT", "QUANT"],
-        prune_configs_by={"early_config_prune": _prune},
-    )(_block_sparse_fwd_kernel)
-    return _block_sparse_fwd_kernel, autotuned
+    key = ["N_Q", "N_K", "HEAD_DIM", "MASK_BQ", "MASK_BK", "EVEN_N", "OUTPUT_LSE", "IEEE_DOT", "QUANT"]
+    return _block_sparse_fwd_kernel, autotuned(_block_sparse_fwd_kernel, key, configs_for)
+
+
+def autotuned(kernel, key: list[str], configs_for):
+    """``kernel`` autotuned over the candidates of the per-architecture model (:mod:`.gpu_model`).
+
+    ``configs_for(arch, kwargs, named_args)`` gives the :class:`~dit_sparse.kernels.gpu_model.TileConfig` tiles
+    the model keeps for a launch (``arch`` of the device of the ``Q`` argument); the autotuner benchmarks at most
+    ``AUTOTUNE_MAX_CONFIGS`` of them, so no config that spills or cannot launch is ever compiled.
+    """
+    import triton
+
+    def prune(configs, named_args, **kwargs):
+        arch = device_arch(named_args["Q"].device)
+        return triton_configs(autotune_candidates(configs_for(arch, kwargs, named_args)))
+
+    return triton.autotune(
+        configs=triton_configs(all_tile_configs()), key=key, prune_configs_by={"early_config_prune": prune}
+    )(kernel)
+
+
+def launch_tiled(kernels, n_rows: int, programs: int, args: tuple, mask_bq: int, mask_bk: int, device, **common):
+    """Run ``(plain, autotuned)`` over ``cdiv(n_rows, BLOCK_M) x programs``: on a GPU the autotuned kernel, under
+    the interpreter (CPU tensors) the plain one with one fixed tile (the interpreter is slow; no autotuning)."""
+    plain, tuned = kernels
+    if device.type == "cpu":
+        block_m, block_n = min(64, mask_bq), min(32, mask_bk)
+        plain[(_cdiv(n_rows, block_m), programs)](*args, BLOCK_M=block_m, BLOCK_N=block_n, **common)
+    else:
+        with torch.cuda.device(device):
+            tuned[lambda meta: (_cdiv(n_rows, meta["BLOCK_M"]), programs)](*args, **common)
 
 
 def triton_configs(tile_configs) -> list:
@@ -160,7 +181,6 @@ def _launch(
         v = v.to(torch.bfloat16)
     out = torch.empty_like(q, dtype=v.dtype)
     lse = torch.empty((B, H, N_Q) if return_lse else (0,), device=q.device, dtype=torch.float32)
-    plain, autotuned = _kernels()
     # A broadcast mask (batch 1) is read with batch stride 0.
     num_strides = (0 if kv_num.shape[0] == 1 else kv_num.stride(0), kv_num.stride(1), kv_num.stride(2))
     idx_strides = (0 if kv_idx.shape[0] == 1 else kv_idx.stride(0), kv_idx.stride(1), kv_idx.stride(2))
@@ -179,13 +199,7 @@ def _launch(
         HEAD_DIM=D, MASK_BQ=mask_bq, MASK_BK=mask_bk, BLOCK_D=padded_head_dim(D, quant), EVEN_N=N_K % mask_bk == 0,
         OUTPUT_LSE=return_lse, IEEE_DOT=v.dtype == torch.float32, QUANT=quant,
     )  # fmt: skip
-    if q.device.type == "cpu":
-        # The interpreter is slow: one fixed tile, no autotuning.
-        bm, bn = min(64, mask_bq), min(32, mask_bk)
-        plain[(_cdiv(N_Q, bm), B * H)](*args, BLOCK_M=bm, BLOCK_N=bn, **common)
-    else:
-        with torch.cuda.device(q.device):
-            autotuned[lambda meta: (_cdiv(N_Q, meta["BLOCK_M"]), B * H)](*args, **common)
+    launch_tiled(_kernels(), N_Q, B * H, args, mask_bq, mask_bk, q.device, **common)
     return out.to(out_dtype), lse
 
 
@@ -295,22 +309,14 @@ def _tma_ready(*tensors: torch.Tensor) -> bool:
 @functools.cache
 def _tma_kernels():
     """(plain, autotuned) tensor-descriptor kernel; configs pruned by the same model as the pointer kernel."""
-    import triton
-
     from .triton_jit import _block_sparse_fwd_tma_kernel
 
-    def _prune(configs, named_args, **kwargs):
-        arch = device_arch(named_args["Q"].device)
-        kept = tma_attention_configs(arch, kwargs["MASK_BQ"], kwargs["MASK_BK"], kwargs["HEAD_DIM"],
+    def configs_for(arch, kwargs, named_args):
+        return tma_attention_configs(arch, kwargs["MASK_BQ"], kwargs["MASK_BK"], kwargs["HEAD_DIM"],
                                      named_args["V"].element_size())  # fmt: skip
-        return triton_configs(autotune_candidates(kept))
 
-    autotuned = triton.autotune(
-        configs=triton_configs(all_tile_configs()),
-        key=["N_Q", "N_K", "HEAD_DIM", "MASK_BQ", "MASK_BK", "EVEN_N", "OUTPUT_LSE", "WARP_SPECIALIZE"],
-        prune_configs_by={"early_config_prune": _prune},
-    )(_block_sparse_fwd_tma_kernel)
-    return _block_sparse_fwd_tma_kernel, autotuned
+    key = ["N_Q", "N_K", "HEAD_DIM", "MASK_BQ", "MASK_BK", "EVEN_N", "OUTPUT_LSE", "WARP_SPECIALIZE"]
+    return _block_sparse_fwd_tma_kernel, autotuned(_block_sparse_fwd_tma_kernel, key, configs_for)
 
 
 def _launch_tma(q, k, v, kv_num, kv_idx, scale, mask_bq, mask_bk, return_lse) -> tuple[torch.Tensor, torch.Tensor]:
@@ -332,7 +338,7 @@ def _launch_tma(q, k, v, kv_num, kv_idx, scale, mask_bq, mask_bk, return_lse) ->
         *num_strides, *idx_strides, H, N_Q, N_K,
     )  # fmt: skip
     common = dict(HEAD_DIM=D, MASK_BQ=mask_bq, MASK_BK=mask_bk, EVEN_N=N_K % mask_bk == 0, OUTPUT_LSE=return_lse)
-    plain, autotuned = _tma_kernels()
+    common["WARP_SPECIALIZE"] = TMA_WARP_SPECIALIZE and q.device.type == "cuda"
     # Descriptors built in the kernel need a scratch allocator; set ours only for this launch, and only
     # where the caller has not set one.
     token = None
@@ -341,13 +347,7 @@ def _launch_tma(q, k, v, kv_num, kv_idx, scale, mask_bq, mask_bk, return_lse) ->
             lambda size, alignment, stream: torch.empty(size, dtype=torch.int8, device=q.device)
         )
     try:
-        if q.device.type == "cpu":
-            bm, bn = min(64, mask_bq), min(32, mask_bk)
-            plain[(_cdiv(N_Q, bm), B * H)](*args, BLOCK_M=bm, BLOCK_N=bn, WARP_SPECIALIZE=False, **common)
-        else:
-            with torch.cuda.device(q.device):
-                grid = lambda meta: (_cdiv(N_Q, meta["BLOCK_M"]), B * H)
-                autotuned[grid](*args, WARP_SPECIALIZE=TMA_WARP_SPECIALIZE, **common)
+        launch_tiled(_tma_kernels(), N_Q, B * H, args, mask_bq, mask_bk, q.device, **common)
     finally:
         if token is not None:
             _allocation._allocator.reset(token)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import torch
 
+from ..levels import LevelMask
 from ..mask import BlockSparseMask
 from ..scoring import block_attention_mass, select_blocks
 from .base import AttentionCall, AttentionPlan, Method, mask_keeping_text
@@ -40,12 +41,19 @@ def select_head_adaptive(mass: torch.Tensor, density: float, min_blocks_per_row:
     return best
 
 
-class AdaSpaMethod(Method):
-    name = "adaspa"
+class MassSearchMethod(Method):
+    """AdaSpa's schedule for methods that choose blocks from the exact block attention mass.
+
+    At each of ``search_steps`` (once per layer, context, token grid): the first search computes the row LSE
+    and the block masses (on a CPU in one fused pass) and outputs exact dense attention, since it has paid for
+    it; later searches normalize by the cached LSE, as AdaSpa does, and run on their new mask. Between searches
+    the last mask is reused; before the first one the call runs dense. Subclasses turn the masses into a mask
+    in :meth:`mask_from_mass`.
+    """
 
     def __init__(self, config, spec) -> None:
         super().__init__(config, spec)
-        self._masks: dict[tuple, BlockSparseMask] = {}
+        self._masks: dict[tuple, BlockSparseMask | LevelMask] = {}
         self._lse: dict[tuple, torch.Tensor] = {}
         self._searched_at: dict[tuple, int] = {}
 
@@ -55,20 +63,18 @@ class AdaSpaMethod(Method):
         self._lse.clear()
         self._searched_at.clear()
 
+    def mask_from_mass(self, mass: torch.Tensor, call: AttentionCall, params: dict) -> BlockSparseMask | LevelMask:
+        raise NotImplementedError(f"{type(self).__name__} must implement mask_from_mass")
+
     def plan_for(self, call: AttentionCall) -> AttentionPlan:
         params = self.config.method_params(call.layer)
         key = (call.layer, call.context, call.layout, tuple(call.q.shape), call.q.device)
-        is_search_step = call.step in params["search_steps"] and self._searched_at.get(key) != call.step
-        if is_search_step:
+        if call.step in params["search_steps"] and self._searched_at.get(key) != call.step:
             first = key not in self._lse
-            # The first search computes the LSE (on a CPU in the same fused pass as the masses); later ones
-            # normalize by the cached LSE, as the paper does.
             mass, lse = block_attention_mass(
                 call.q, call.k, block_size=self.config.block_size, lse=self._lse.get(key), return_lse=True
             )
-            table = select_head_adaptive(mass, params["density"], params["min_blocks_per_row"])
-            mask = mask_keeping_text(table, call.layout, self.config.block_size, f"adaspa(step={call.step})")
-            self._masks[key] = mask
+            self._masks[key] = mask = self.mask_from_mass(mass, call, params)
             self._searched_at[key] = call.step
             if first:
                 self._lse[key] = lse
@@ -79,3 +85,11 @@ class AdaSpaMethod(Method):
             return AttentionPlan(None, dense=True)  # before the first search
         self.reuses += 1
         return AttentionPlan(mask)
+
+
+class AdaSpaMethod(MassSearchMethod):
+    name = "adaspa"
+
+    def mask_from_mass(self, mass: torch.Tensor, call: AttentionCall, params: dict) -> BlockSparseMask:
+        table = select_head_adaptive(mass, params["density"], params["min_blocks_per_row"])
+        return mask_keeping_text(table, call.layout, self.config.block_size, f"adaspa(step={call.step})")

@@ -46,8 +46,8 @@ import torch
 
 from ..layout import VideoLayout
 from ..levels import DROPPED, LevelMask
-from ..scoring import block_attention_mass
-from .base import AttentionCall, AttentionPlan, Method
+from .adaspa import MassSearchMethod
+from .base import AttentionCall
 
 # PSA's default quotas (fraction of a q block's kv blocks) for full, pooled by 2, by 4, by 8.
 PSA_RATIOS = (0.10, 0.05, 0.0, 0.20)
@@ -170,46 +170,16 @@ def levels_keeping_text(
     return LevelMask(levels, block_size, (n, n), max_level=max_level, name=name)
 
 
-class PyramidMethod(Method):
+class PyramidMethod(MassSearchMethod):
     name = "pyramid"
 
-    def __init__(self, config, spec) -> None:
-        super().__init__(config, spec)
-        self._masks: dict[tuple, LevelMask] = {}
-        self._lse: dict[tuple, torch.Tensor] = {}
-        self._searched_at: dict[tuple, int] = {}
-
-    def reset(self) -> None:
-        super().reset()
-        self._masks.clear()
-        self._lse.clear()
-        self._searched_at.clear()
-
-    def plan_for(self, call: AttentionCall) -> AttentionPlan:
-        params = self.config.method_params(call.layer)
-        key = (call.layer, call.context, call.layout, tuple(call.q.shape), call.q.device)
-        if call.step in params["search_steps"] and self._searched_at.get(key) != call.step:
-            first = key not in self._lse
-            mass, lse = block_attention_mass(
-                call.q, call.k, block_size=self.config.block_size, lse=self._lse.get(key), return_lse=True
-            )
-            if params["allocation"] == "mass":
-                max_level = params["max_level"] or int(math.log2(self.config.block_size))
-                levels = allocate_levels_by_mass(mass, params["density"], max_level, params["min_blocks_per_row"])
-            else:
-                ratios = ratios_for_density(params["density"], tuple(params["ratios"]))
-                max_level = len(ratios) - 1
-                levels = allocate_levels(mass, ratios, params["min_blocks_per_row"])
-            mask = levels_keeping_text(levels, call.layout, self.config.block_size, max(1, max_level),
-                                       f"pyramid({params['allocation']}, step={call.step})")  # fmt: skip
-            self._masks[key] = mask
-            self._searched_at[key] = call.step
-            if first:
-                self._lse[key] = lse
-            self.searches += 1
-            return AttentionPlan(mask, dense=first)  # the first search already paid for exact attention
-        mask = self._masks.get(key)
-        if mask is None:
-            return AttentionPlan(None, dense=True)  # before the first search
-        self.reuses += 1
-        return AttentionPlan(mask)
+    def mask_from_mass(self, mass: torch.Tensor, call: AttentionCall, params: dict) -> LevelMask:
+        if params["allocation"] == "mass":
+            max_level = params["max_level"] or int(math.log2(self.config.block_size))
+            levels = allocate_levels_by_mass(mass, params["density"], max_level, params["min_blocks_per_row"])
+        else:
+            ratios = ratios_for_density(params["density"], tuple(params["ratios"]))
+            max_level = len(ratios) - 1
+            levels = allocate_levels(mass, ratios, params["min_blocks_per_row"])
+        return levels_keeping_text(levels, call.layout, self.config.block_size, max(1, max_level),
+                                   f"pyramid({params['allocation']}, step={call.step})")  # fmt: skip
