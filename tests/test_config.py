@@ -81,8 +81,16 @@ def test_sliding_tile_config_survives_json():
 
 
 def test_recommended_schedules_follow_the_papers():
-    radial = SparseAttentionConfig.recommended("radial")
-    assert (radial.dense_steps, radial.dense_layers, radial.method_params()["decay_factor"]) == (12, (0,), 1.0)
+    radial = SparseAttentionConfig.recommended("radial", model="wan2.1")
+    assert (radial.dense_steps, radial.dense_layers, radial.method_params()["decay_factor"]) == (12, (0,), 0.2)
+    assert SparseAttentionConfig.recommended("radial") == radial  # Wan 2.1 unless told
+    decays = {m: SparseAttentionConfig.recommended("radial", model=m).method_params()["decay_factor"]
+              for m in ("wan2.2", "hunyuanvideo")}  # fmt: skip
+    assert decays == {"wan2.2": 0.8, "hunyuanvideo": 0.95}
+    with pytest.raises(ValueError, match="model must be one of"):
+        SparseAttentionConfig.recommended("radial", model="sora")
+    xattention = SparseAttentionConfig("xattention").method_params()
+    assert (xattention["stride"], xattention["tau"], xattention["keep_first_block"]) == (16, 0.9, True)
     assert SparseAttentionConfig.recommended("radial", num_inference_steps=10).dense_steps == 2
     assert SparseAttentionConfig.recommended("radial", dense_steps=0).dense_steps == 0  # overrides win
     assert SparseAttentionConfig.recommended("sparsed") == SparseAttentionConfig("sparsed")
