@@ -29,7 +29,6 @@ from dit_sparse.kernels.compile_check import (
     check_variant,
     kernel_variants,
     model_configs,
-    model_shared_bytes,
     unavailable_reason,
 )
 from dit_sparse.kernels.gpu_model import autotune_candidates
@@ -71,7 +70,6 @@ def main(argv: list[str] | None = None) -> int:
     rows = [r.as_row() for r in results]
     for row, result in zip(rows, results, strict=True):
         row["kept_by_model"] = result.variant.config in autotune_candidates(model_configs(result.variant))
-        row["model_shared_bytes"] = model_shared_bytes(result.variant)
     bad = [r for r in rows if r["kept_by_model"] and not r["ok"]]
     report = {
         "environment": {"machine": platform.processor() or platform.machine(), "python": platform.python_version()},

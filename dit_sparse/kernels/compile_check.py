@@ -28,16 +28,14 @@ import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import torch
-
 from .gpu_model import (
-    MAX_SHARED_BYTES,
     TileConfig,
     attention_configs,
     autotune_candidates,
     block_mass_configs,
     dtype_bytes,
     estimate_shared_bytes,
+    max_shared_bytes,
     tile_registers,
     tma_attention_configs,
 )
@@ -49,7 +47,6 @@ MASK_BLOCKS = (64, 128, 256)
 KERNELS = ("attention", "attention_tma", "block_mass", "pyramid")
 # Pooling levels the pyramid kernel is compiled with: levels 1 and 2 (2 and 4 tokens per pooled key).
 PYRAMID_MAX_LEVEL = 2
-_TORCH_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 
 
 @dataclass(frozen=True)
@@ -92,7 +89,7 @@ class CompileStats:
 
     @property
     def max_shared_bytes(self) -> int:
-        return MAX_SHARED_BYTES[self.variant.arch]
+        return max_shared_bytes(self.variant.arch)
 
     @property
     def fits(self) -> bool:
@@ -112,7 +109,9 @@ class CompileStats:
         row = asdict(self.variant)
         row.update(row.pop("config"))
         row.update(
+            label=self.variant.label(),
             shared_bytes=self.shared_bytes,
+            model_shared_bytes=model_shared_bytes(self.variant),
             max_shared_bytes=self.max_shared_bytes,
             registers=self.registers,
             spill_stores=self.spill_stores,
@@ -366,10 +365,6 @@ def _ptxas_usage(ptx: str, arch: int) -> tuple[int, int, int, int]:
         raise RuntimeError(f"cannot read ptxas -v output: {result.stderr.strip()[:500]}")
     stack, stores, loads = (int(x) for x in spills.groups())
     return int(registers.group(1)), stores, loads, stack
-
-
-def torch_dtype(name: str) -> torch.dtype:
-    return _TORCH_DTYPES[name]
 
 
 # The config the shared-memory bar names: sm_90, bf16, D 128, 128x64 tiles, 8 warps, 3 stages.

@@ -23,7 +23,7 @@ from dit_sparse.kernels.compile_check import (
     ci_variants,
     model_configs,
 )
-from dit_sparse.kernels.gpu_model import TileConfig, attention_configs, block_mass_configs, estimate_shared_bytes
+from dit_sparse.kernels.gpu_model import TileConfig, attention_configs, block_mass_configs
 
 
 @functools.cache
@@ -48,15 +48,6 @@ def compiled() -> list[dict]:
     return _compiled_subset()
 
 
-def _label(row: dict) -> str:
-    flags = ("+lse" if row["lse"] else "") + ("+int8" if row["quant"] else "")
-    flags += f"+L{row['max_level']}" if row["max_level"] else ""
-    return (
-        f"{row['kernel']} sm_{row['arch']} {row['dtype']}{flags} D{row['head_dim']} mask{row['mask_block']} "
-        f"{row['block_m']}x{row['block_n']} w{row['num_warps']} s{row['num_stages']}"
-    )
-
-
 def test_every_variant_of_the_subset_was_compiled(compiled):
     assert len(compiled) == len(ci_variants()) > 80
     targets = {(r["kernel"], r["arch"], r["head_dim"], r["mask_block"]) for r in compiled}
@@ -69,7 +60,7 @@ def test_every_variant_of_the_subset_was_compiled(compiled):
 
 def test_kept_configs_compile_fit_shared_memory_and_do_not_spill(compiled):
     failing = [
-        f"{_label(r)}: error={r['error']} shared={r['shared_bytes']}/{r['max_shared_bytes']} "
+        f"{r['label']}: error={r['error']} shared={r['shared_bytes']}/{r['max_shared_bytes']} "
         f"spills={r['spill_stores']}/{r['spill_loads']} regs={r['registers']}"
         for r in compiled
         if not r["ok"]
@@ -81,20 +72,14 @@ def test_the_model_never_underestimates_shared_memory(compiled):
     """The autotuner's pruning relies on the model; a config it keeps must not need more than it says."""
     under = []
     for r in compiled:
-        config = TileConfig(r["block_m"], r["block_n"], r["num_warps"], r["num_stages"])
-        elem = gpu_model.dtype_bytes(r["dtype"])
-        model = estimate_shared_bytes(
-            config, r["arch"], r["head_dim"], elem, quant=r["quant"], with_v=r["kernel"] != "block_mass",
-            tma=r["kernel"] == "attention_tma",
-        )  # fmt: skip
-        if r["shared_bytes"] > model:
-            under.append(f"{_label(r)}: compiled {r['shared_bytes']} > model {model}")
+        if r["shared_bytes"] > r["model_shared_bytes"]:
+            under.append(f"{r['label']}: compiled {r['shared_bytes']} > model {r['model_shared_bytes']}")
     assert not under, "\n".join(under)
 
 
 def test_reference_shape_fits_two_programs_per_sm_on_hopper(compiled):
     """The flattened BLOCK_N loop: sm_90, bf16, D 128, 128x64, 8 warps, 3 stages within 136 KiB, no spills."""
-    (row,) = [r for r in compiled if _label(r) == _label(_variant_row(REFERENCE_VARIANT))]
+    (row,) = [r for r in compiled if r["label"] == REFERENCE_VARIANT.label()]
     assert row["ok"]
     assert row["shared_bytes"] <= 136 * 1024
 
@@ -102,8 +87,8 @@ def test_reference_shape_fits_two_programs_per_sm_on_hopper(compiled):
 def test_the_pyramid_kernel_at_the_reference_shape_pipelines_like_the_attention_kernel(compiled):
     """Its level loops, one after another, reuse one set of K/V buffers as deep as the attention kernel's:
     more shared memory would mean buffers per level, less a loop left unpipelined."""
-    (row,) = [r for r in compiled if _label(r) == _label(_variant_row(PYRAMID_REFERENCE_VARIANT))]
-    (attention,) = [r for r in compiled if _label(r) == _label(_variant_row(REFERENCE_VARIANT))]
+    (row,) = [r for r in compiled if r["label"] == PYRAMID_REFERENCE_VARIANT.label()]
+    (attention,) = [r for r in compiled if r["label"] == REFERENCE_VARIANT.label()]
     assert row["ok"]
     assert row["shared_bytes"] == attention["shared_bytes"] <= 136 * 1024
 
@@ -123,15 +108,6 @@ def test_block_256_head_dim_128_launches_on_both_targets(compiled):
                 if (r["kernel"], r["arch"], r["head_dim"], r["mask_block"]) == (kernel, arch, 128, 256)
             ]
             assert rows and all(r["ok"] for r in rows), (kernel, arch)
-
-
-def _variant_row(variant) -> dict:
-    c = variant.config
-    return dict(
-        kernel=variant.kernel, arch=variant.arch, dtype=variant.dtype, head_dim=variant.head_dim,
-        mask_block=variant.mask_block, lse=variant.lse, quant=variant.quant, block_m=c.block_m, block_n=c.block_n,
-        num_warps=c.num_warps, num_stages=c.num_stages, max_level=variant.max_level,
-    )  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------------------
