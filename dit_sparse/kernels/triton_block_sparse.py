@@ -181,9 +181,7 @@ def _launch(
         v = v.to(torch.bfloat16)
     out = torch.empty_like(q, dtype=v.dtype)
     lse = torch.empty((B, H, N_Q) if return_lse else (0,), device=q.device, dtype=torch.float32)
-    # A broadcast mask (batch 1) is read with batch stride 0.
-    num_strides = (0 if kv_num.shape[0] == 1 else kv_num.stride(0), kv_num.stride(1), kv_num.stride(2))
-    idx_strides = (0 if kv_idx.shape[0] == 1 else kv_idx.stride(0), kv_idx.stride(1), kv_idx.stride(2))
+    num_strides, idx_strides = table_strides(kv_num, 3), table_strides(kv_idx, 3)
     # Without quantization the scale pointers are never read; any tensor will do.
     q_scale = q_scale if quant else lse
     k_scale = k_scale if quant else lse
@@ -201,6 +199,15 @@ def _launch(
     )  # fmt: skip
     launch_tiled(_kernels(), N_Q, B * H, args, mask_bq, mask_bk, q.device, **common)
     return out.to(out_dtype), lse
+
+
+def table_strides(table: torch.Tensor, count: int, batch_dim: int = 0) -> tuple[int, ...]:
+    """The first ``count`` strides of a block table as a kernel reads it: a broadcast mask (batch 1 in
+    ``batch_dim``) is read with batch stride 0 by every sample."""
+    strides = list(table.stride()[:count])
+    if table.shape[batch_dim] == 1:
+        strides[batch_dim] = 0
+    return tuple(strides)
 
 
 def _check_quantized(
@@ -296,7 +303,7 @@ def triton_tma_unsupported_reason(q: torch.Tensor, mask: BlockSparseMask, return
         return f"triton-tma runs fp16 and bf16 on a GPU, not {q.dtype}"
     if q.shape[-1] not in TMA_HEAD_DIMS:
         return f"triton-tma supports head dims {TMA_HEAD_DIMS}, got {q.shape[-1]}"
-    if q.stride(-1) != 1 or (q.stride(-2) * q.element_size()) % 16 or q.data_ptr() % 16:
+    if not _tma_ready(q):
         return "triton-tma needs a contiguous head dim and 16-byte aligned rows (use triton)"
     return None
 
@@ -326,12 +333,9 @@ def _launch_tma(q, k, v, kv_num, kv_idx, scale, mask_bq, mask_bk, return_lse) ->
         return _launch(q, k, v, kv_num, kv_idx, scale, mask_bq, mask_bk, return_lse)
     B, H, N_Q, D = q.shape
     N_K = k.shape[2]
-    out = torch.empty_like(q)
-    if not _tma_ready(out):
-        out = torch.empty(B, H, N_Q, D, dtype=q.dtype, device=q.device)
+    out = torch.empty_like(q)  # q's layout (or contiguous): descriptor-ready as q is
     lse = torch.empty((B, H, N_Q) if return_lse else (0,), device=q.device, dtype=torch.float32)
-    num_strides = (0 if kv_num.shape[0] == 1 else kv_num.stride(0), kv_num.stride(1), kv_num.stride(2))
-    idx_strides = (0 if kv_idx.shape[0] == 1 else kv_idx.stride(0), kv_idx.stride(1), kv_idx.stride(2))
+    num_strides, idx_strides = table_strides(kv_num, 3), table_strides(kv_idx, 3)
     args = (
         q, k, v, out, lse if return_lse else out, kv_num, kv_idx, scale * LOG2E,
         *q.stride()[:3], *k.stride()[:3], *v.stride()[:3], *out.stride()[:3],
