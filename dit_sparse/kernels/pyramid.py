@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Iterator
 
 import torch
 
@@ -45,7 +46,14 @@ from ..levels import DROPPED, LevelMask
 from ..mask import BlockSparseMask
 from .gather import _CHUNK_BYTES, _buffer, flash_cpu_op
 from .gpu_model import attention_configs, padded_head_dim
-from .triton_block_sparse import LOG2E, autotuned, launch_tiled, triton_unavailable_reason, triton_unsupported_reason
+from .triton_block_sparse import (
+    LOG2E,
+    autotuned,
+    launch_tiled,
+    table_strides,
+    triton_unavailable_reason,
+    triton_unsupported_reason,
+)
 
 
 def pool_keys_values(
@@ -120,13 +128,35 @@ def reference_pyramid_attention(
 # --------------------------------------------------------------------------------------------------
 # CPU: gathered keys of every level, torch's fused kernel
 # --------------------------------------------------------------------------------------------------
+def _pooled_sums(
+    k: torch.Tensor, v: torch.Tensor, block_k: int, max_level: int
+) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """Per level ``1 .. max_level``: K and V summed over groups of ``2^level`` tokens inside each kv block, and
+    the tokens each group holds, ``(B, H, G, D)`` (fp32, fp64 for fp64 inputs) and ``(G,)``.
+
+    Each level halves the one before, so all levels together read K and V about twice (where
+    :func:`pool_keys_values`, the definition, reads them once per level). Groups past the end sum to 0 with count 0.
+    """
+    B, H, n_k, D = k.shape
+    padded = math.ceil(n_k / block_k) * block_k
+    compute = torch.promote_types(k.dtype, torch.float32)
+    sums_k, sums_v = (torch.nn.functional.pad(x.to(compute), (0, 0, 0, padded - n_k)) for x in (k, v))
+    counts = torch.clamp(n_k - torch.arange(padded, device=k.device, dtype=torch.float32), 0, 1)
+    for level in range(1, max_level + 1):
+        groups = padded >> level
+        sums_k = sums_k.view(B, H, groups, 2, D).sum(dim=3)
+        sums_v = sums_v.view(B, H, groups, 2, D).sum(dim=3)
+        counts = counts.view(groups, 2).sum(dim=1)
+        yield sums_k, sums_v, counts
+
+
 def _key_tables(k: torch.Tensor, v: torch.Tensor, mask: LevelMask, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
     """K' and V' of every level stacked (level 0 tokens, then level 1 groups, ...), rows = keys, ``D + 1`` columns.
 
     K' carries ``log |g| / scale`` in its last column (0 for tokens, ``-inf`` for padding); V' a zero column,
-    since the fused kernel wants one head size for q, k and v. Pooled sums are built level from level (each
-    halves the one before), so all levels together read K and V about twice; only the levels the mask uses
-    are written. The tables live in this thread's reused buffers (valid until the next call).
+    since the fused kernel wants one head size for q, k and v. Pooled levels come from :func:`_pooled_sums`;
+    only the levels the mask uses are written. The tables live in this thread's reused buffers (valid until
+    the next call).
     """
     B, H, n_k, D = k.shape
     bk = mask.block_size[1]
@@ -139,33 +169,31 @@ def _key_tables(k: torch.Tensor, v: torch.Tensor, mask: LevelMask, scale: float)
     k_table = _buffer("pyramid_k", sum(sizes) * (D + 1), k.dtype).view(-1, D + 1)
     v_table = _buffer("pyramid_v", sum(sizes) * (D + 1), v.dtype).view(-1, D + 1)
     v_table[:, D] = 0
-    counts = torch.clamp(n_k - torch.arange(padded, device=k.device, dtype=torch.float32), 0, 1)
-    compute = torch.promote_types(k.dtype, torch.float32)
-    sums_k = sums_v = None
-    start = 0
-    for level, size in enumerate(sizes):
+    starts = [sum(sizes[:level]) for level in range(len(sizes))]
+
+    def rows(level: int) -> tuple[torch.Tensor, torch.Tensor]:
+        table_rows = slice(starts[level], starts[level] + sizes[level])
         groups = padded >> level
-        if level > 0:
-            if sums_k is None:  # level 1 from the tokens; padding rows are zeros
-                sums_k, sums_v = (torch.nn.functional.pad(x.to(compute), (0, 0, 0, padded - n_k)) for x in (k, v))
-            sums_k = sums_k.view(B, H, groups, 2, D).sum(dim=3)
-            sums_v = sums_v.view(B, H, groups, 2, D).sum(dim=3)
-            counts = counts.view(groups, 2).sum(dim=1)
+        return k_table[table_rows].view(B, H, groups, D + 1), v_table[table_rows].view(B, H, groups, D + 1)
+
+    def write_log_counts(k_rows: torch.Tensor, counts: torch.Tensor) -> None:
+        log_counts = torch.where(counts > 0, torch.log(counts.clamp(min=1)) / scale, float("-inf"))
+        k_rows[..., D] = log_counts.to(k.dtype)
+
+    if 0 in used:
+        k_rows, v_rows = rows(0)
+        k_rows[..., :n_k, :D] = k
+        v_rows[..., :n_k, :D] = v
+        k_rows[..., n_k:, :D] = 0  # a partial last block's padding: masked by its -inf column
+        v_rows[..., n_k:, :D] = 0
+        write_log_counts(k_rows, torch.clamp(n_k - torch.arange(padded, device=k.device, dtype=torch.float32), 0, 1))
+    for level, (sums_k, sums_v, counts) in enumerate(_pooled_sums(k, v, bk, mask.max_level), start=1):
         if level in used:
-            k_rows = k_table[start : start + size].view(B, H, groups, D + 1)
-            v_rows = v_table[start : start + size].view(B, H, groups, D + 1)
-            if level == 0:
-                k_rows[..., :n_k, :D] = k
-                v_rows[..., :n_k, :D] = v
-                k_rows[..., n_k:, :D] = 0  # a partial last block's padding: masked by its -inf column
-                v_rows[..., n_k:, :D] = 0
-            else:
-                safe = counts.clamp(min=1)[:, None]
-                k_rows[..., :D] = sums_k / safe
-                v_rows[..., :D] = sums_v / safe
-            log_counts = torch.where(counts > 0, torch.log(counts.clamp(min=1)) / scale, float("-inf"))
-            k_rows[..., D] = log_counts.to(k.dtype)
-        start += size
+            k_rows, v_rows = rows(level)
+            safe = counts.clamp(min=1)[:, None]
+            k_rows[..., :D] = sums_k / safe
+            v_rows[..., :D] = sums_v / safe
+            write_log_counts(k_rows, counts)
     return k_table, v_table
 
 
@@ -253,16 +281,21 @@ def gather_pyramid_attention(
 # GPU: one Triton kernel through every level
 # --------------------------------------------------------------------------------------------------
 def pooled_tables(k: torch.Tensor, v: torch.Tensor, block_k: int, max_level: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """K and V pooled at levels ``1 .. max_level`` (:func:`pool_keys_values`), stacked along the key axis.
+    """K and V pooled at levels ``1 .. max_level`` (the means of :func:`pool_keys_values`, built level from level by
+    :func:`_pooled_sums`), stacked along the key axis.
 
     Returns two contiguous ``(B, H, P - (P >> max_level) + 16, D)`` tables, ``P = ceil(Nk / block_k) * block_k``;
     level ``j`` is rows ``P - (P >> (j - 1))`` to ``P - (P >> j)``, groups past the sequence end zero, and 16
     zero rows at the end: the kernel reads a level with fewer than 16 keys per block in 16-key tiles.
     """
     B, H, _, D = k.shape
+    k_levels, v_levels = [], []
+    for sums_k, sums_v, counts in _pooled_sums(k, v, block_k, max_level):
+        safe = counts.clamp(min=1)[:, None]
+        k_levels.append((sums_k / safe).to(k.dtype))
+        v_levels.append((sums_v / safe).to(v.dtype))
     pad = k.new_zeros(B, H, _POOL_PAD_ROWS, D)
-    pooled = [pool_keys_values(k, v, block_k, level)[:2] for level in range(1, max_level + 1)]
-    return torch.cat([*(kp for kp, _ in pooled), pad], dim=2), torch.cat([*(vp for _, vp in pooled), pad], dim=2)
+    return torch.cat([*k_levels, pad], dim=2), torch.cat([*v_levels, pad], dim=2)
 
 
 _POOL_PAD_ROWS = 16
@@ -307,9 +340,8 @@ def _launch_pyramid(
         q, k, v, k_pool, v_pool = (t.to(torch.bfloat16) for t in (q, k, v, k_pool, v_pool))
     out = torch.empty_like(q, dtype=v.dtype)
     lse = torch.empty((B, H, N_Q) if return_lse else (0,), device=q.device, dtype=torch.float32)
-    # A broadcast mask (batch 1) is read with batch stride 0.
-    num_strides = (level_num.stride(0), 0 if level_num.shape[1] == 1 else level_num.stride(1), *level_num.stride()[2:])
-    idx_strides = (level_idx.stride(0), 0 if level_idx.shape[1] == 1 else level_idx.stride(1), *level_idx.stride()[2:4])
+    num_strides = table_strides(level_num, 4, batch_dim=1)  # (level, batch or 1, head, q block)
+    idx_strides = table_strides(level_idx, 4, batch_dim=1)
     args = (
         q, k, v, k_pool, v_pool, out, lse if return_lse else out, level_num, level_idx,
         scale * LOG2E,
