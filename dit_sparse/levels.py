@@ -22,7 +22,7 @@ import math
 
 import torch
 
-from .mask import SUPPORTED_BLOCK_SIZES, BlockSparseMask, _normalize_pair
+from .mask import BlockSparseMask, block_extents, check_block_geometry, check_no_empty_rows, compress_blocks
 
 FULL = 0
 DROPPED = -1
@@ -66,17 +66,7 @@ class LevelMask:
             )
         if levels.dim() != 4 or min(levels.shape) < 1:
             raise ValueError(f"levels must have shape (B or 1, H, nQ, nK) with no empty dim, got {tuple(levels.shape)}")
-        bq, bk = _normalize_pair(block_size, "block_size")
-        for b in (bq, bk):
-            if b not in SUPPORTED_BLOCK_SIZES:
-                raise ValueError(f"block sizes must be in {SUPPORTED_BLOCK_SIZES}, got {(bq, bk)}")
-        n_q_blocks, n_kv_blocks = levels.shape[-2:]
-        nq, nk = _normalize_pair(seq_len if seq_len is not None else (n_q_blocks * bq, n_kv_blocks * bk), "seq_len")
-        if nq < 1 or nk < 1 or n_q_blocks != math.ceil(nq / bq) or n_kv_blocks != math.ceil(nk / bk):
-            raise ValueError(
-                f"levels has {n_q_blocks} x {n_kv_blocks} blocks, but seq_len {(nq, nk)} with block_size "
-                f"{(bq, bk)} needs {math.ceil(max(nq, 1) / bq)} x {math.ceil(max(nk, 1) / bk)}"
-            )
+        (bq, bk), (nq, nk) = check_block_geometry(levels, block_size, seq_len, "levels")
         lowest, highest = int(levels.min()), int(levels.max())
         if max_level is None:
             max_level = max(highest, 1)
@@ -91,13 +81,7 @@ class LevelMask:
             raise ValueError(f"levels must lie in [-1, {max_level}] (-1 dropped, 0 full, j pooled by 2^j), "
                              f"got values from {lowest} to {highest}")  # fmt: skip
         if not allow_empty_rows:
-            empty = (levels == DROPPED).all(dim=-1)
-            if bool(empty.any()):
-                b, h, i = (int(x) for x in empty.nonzero()[0])
-                raise ValueError(
-                    f"{int(empty.sum())} q-block rows read no kv block at any level (first: batch {b}, head {h}, "
-                    f"q block {i}); every row needs at least one block, or pass allow_empty_rows=True"
-                )
+            check_no_empty_rows((levels == DROPPED).all(dim=-1), "read no kv block at any level")
         self.levels = levels.to(torch.int8)
         self.block_size = (bq, bk)
         self.seq_len = (nq, nk)
@@ -172,10 +156,7 @@ class LevelMask:
 
     def keys_per_block(self) -> torch.Tensor:
         """``(max_level + 1, nK)`` float64: keys (tokens or pooled groups) kv block ``j`` holds at each level."""
-        bk = self.block_size[1]
-        n_kv_blocks = self.num_blocks[1]
-        tokens = torch.full((n_kv_blocks,), float(bk), dtype=torch.float64, device=self.device)
-        tokens[-1] = self.seq_len[1] - (n_kv_blocks - 1) * bk
+        tokens = block_extents(self.block_size, self.seq_len, self.num_blocks, self.device)[1]
         return torch.stack([torch.ceil(tokens / (1 << level)) for level in range(self.max_level + 1)])
 
     def compute_density_per_head(self) -> torch.Tensor:
@@ -184,10 +165,7 @@ class LevelMask:
         A full block counts its token pairs; a block pooled by ``2^j`` counts its pooled keys (``1 / 2^j`` of
         its tokens, rounded up per group) times the q block's rows; a dropped block nothing.
         """
-        bq = self.block_size[0]
-        n_q_blocks = self.num_blocks[0]
-        rows = torch.full((n_q_blocks,), float(bq), dtype=torch.float64, device=self.device)
-        rows[-1] = self.seq_len[0] - (n_q_blocks - 1) * bq
+        rows = block_extents(self.block_size, self.seq_len, self.num_blocks, self.device)[0]
         keys = self.keys_per_block()  # (L + 1, nK)
         level = self.levels.long()
         per_block = torch.where(level >= 0, keys[level.clamp(min=0), torch.arange(keys.shape[1], device=self.device)],
@@ -211,10 +189,7 @@ class LevelMask:
         """
         if "level_tables" not in self._derived:
             at_level = torch.stack([self.levels == level for level in range(self.max_level + 1)])
-            num = at_level.sum(dim=-1, dtype=torch.int32)
-            # A stable sort of "not at this level" puts the ids at this level first, in ascending order.
-            idx = torch.sort((~at_level).to(torch.int8), dim=-1, stable=True).indices.to(torch.int32)
-            self._derived["level_tables"] = (num.contiguous(), idx.contiguous())
+            self._derived["level_tables"] = compress_blocks(at_level)
         return self._derived["level_tables"]
 
     def level_fractions(self) -> dict[str, float]:

@@ -35,6 +35,59 @@ def _normalize_pair(value: int | tuple[int, int] | list[int], what: str) -> tupl
     return int(value[0]), int(value[1])
 
 
+def check_block_geometry(
+    table: torch.Tensor, block_size: int | tuple[int, int], seq_len: tuple[int, int] | None, what: str
+) -> tuple[tuple[int, int], tuple[int, int]]:
+    """``((bq, bk), (Nq, Nk))`` of a per-block ``table`` ``(..., nQ, nK)``: supported block sizes, a positive
+    ``seq_len`` (default: whole blocks) that needs exactly ``nQ x nK`` blocks; a ValueError naming ``what``."""
+    bq, bk = _normalize_pair(block_size, "block_size")
+    for b in (bq, bk):
+        if b not in SUPPORTED_BLOCK_SIZES:
+            raise ValueError(f"block sizes must be in {SUPPORTED_BLOCK_SIZES}, got {(bq, bk)}")
+    n_q_blocks, n_kv_blocks = table.shape[-2:]
+    if seq_len is None:
+        seq_len = (n_q_blocks * bq, n_kv_blocks * bk)
+    nq, nk = _normalize_pair(seq_len, "seq_len")
+    if nq < 1 or nk < 1:
+        raise ValueError(f"seq_len must be positive, got {(nq, nk)}")
+    if n_q_blocks != math.ceil(nq / bq) or n_kv_blocks != math.ceil(nk / bk):
+        raise ValueError(
+            f"{what} has {n_q_blocks} x {n_kv_blocks} blocks, but seq_len {(nq, nk)} with block_size "
+            f"{(bq, bk)} needs {math.ceil(nq / bq)} x {math.ceil(nk / bk)}"
+        )
+    return (bq, bk), (nq, nk)
+
+
+def check_no_empty_rows(empty: torch.Tensor, verb: str) -> None:
+    """A ValueError naming the first of the (batch, head, q block) rows flagged in ``empty``, if any."""
+    if bool(empty.any()):
+        b, h, i = (int(x) for x in empty.nonzero()[0])
+        raise ValueError(
+            f"{int(empty.sum())} q-block rows {verb} (first: batch {b}, head {h}, q block {i}); every row needs "
+            f"at least one block, or pass allow_empty_rows=True"
+        )
+
+
+def block_extents(
+    block_size: tuple[int, int], seq_len: tuple[int, int], num_blocks: tuple[int, int], device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Tokens in each q block and each kv block, float64 ``(nQ,)`` and ``(nK,)`` (the last one may be partial)."""
+    extents = []
+    for block, tokens, count in zip(block_size, seq_len, num_blocks, strict=True):
+        sizes = torch.full((count,), float(block), dtype=torch.float64, device=device)
+        sizes[-1] = tokens - (count - 1) * block
+        extents.append(sizes)
+    return extents[0], extents[1]
+
+
+def compress_blocks(kept: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(counts, ids)`` of a boolean ``(..., nK)`` table: int32 counts of kept blocks, and int32 kept ids in
+    ascending order first, then padding (a stable sort of "not kept"); both contiguous."""
+    counts = kept.sum(dim=-1, dtype=torch.int32)
+    order = torch.sort((~kept).to(torch.int8), dim=-1, stable=True).indices
+    return counts.contiguous(), order.to(torch.int32).contiguous()
+
+
 class BlockSparseMask:
     """Per (batch or 1, head) table of kept kv blocks for each q block.
 
@@ -77,31 +130,11 @@ class BlockSparseMask:
             raise ValueError(
                 f"blocks must have shape (B or 1, H, nQ, nK), got {tuple(blocks.shape)} ({blocks.dim()} dims)"
             )
-        bq, bk = _normalize_pair(block_size, "block_size")
-        for b in (bq, bk):
-            if b not in SUPPORTED_BLOCK_SIZES:
-                raise ValueError(f"block sizes must be in {SUPPORTED_BLOCK_SIZES}, got {(bq, bk)}")
-        n_q_blocks, n_kv_blocks = blocks.shape[-2:]
         if min(blocks.shape) < 1:
             raise ValueError(f"blocks must not have an empty dimension, got shape {tuple(blocks.shape)}")
-        if seq_len is None:
-            seq_len = (n_q_blocks * bq, n_kv_blocks * bk)
-        nq, nk = _normalize_pair(seq_len, "seq_len")
-        if nq < 1 or nk < 1:
-            raise ValueError(f"seq_len must be positive, got {(nq, nk)}")
-        if n_q_blocks != math.ceil(nq / bq) or n_kv_blocks != math.ceil(nk / bk):
-            raise ValueError(
-                f"blocks has {n_q_blocks} x {n_kv_blocks} blocks, but seq_len {(nq, nk)} with block_size "
-                f"{(bq, bk)} needs {math.ceil(nq / bq)} x {math.ceil(nk / bk)}"
-            )
+        (bq, bk), (nq, nk) = check_block_geometry(blocks, block_size, seq_len, "blocks")
         if not allow_empty_rows:
-            empty = ~blocks.any(dim=-1)
-            if bool(empty.any()):
-                b, h, i = (int(x) for x in empty.nonzero()[0])
-                raise ValueError(
-                    f"{int(empty.sum())} q-block rows attend to no kv block (first: batch {b}, head {h}, "
-                    f"q block {i}); every row needs at least one block, or pass allow_empty_rows=True"
-                )
+            check_no_empty_rows(~blocks.any(dim=-1), "attend to no kv block")
         self.blocks = blocks
         self.block_size = (bq, bk)
         self.seq_len = (nq, nk)
@@ -227,14 +260,7 @@ class BlockSparseMask:
 
     def _block_extents(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Tokens in each q block and each kv block (the last one may be partial)."""
-        bq, bk = self.block_size
-        nq, nk = self.seq_len
-        n_q_blocks, n_kv_blocks = self.num_blocks
-        rows = torch.full((n_q_blocks,), bq, dtype=torch.float64, device=self.device)
-        cols = torch.full((n_kv_blocks,), bk, dtype=torch.float64, device=self.device)
-        rows[-1] = nq - (n_q_blocks - 1) * bq
-        cols[-1] = nk - (n_kv_blocks - 1) * bk
-        return rows, cols
+        return block_extents(self.block_size, self.seq_len, self.num_blocks, self.device)
 
     def density_per_head(self) -> torch.Tensor:
         """(B or 1, H) fraction of token pairs each head computes."""
@@ -268,10 +294,7 @@ class BlockSparseMask:
 
     def _compress(self) -> tuple[torch.Tensor, torch.Tensor]:
         if "compressed" not in self._derived:
-            counts = self.blocks.sum(dim=-1, dtype=torch.int32)
-            # A stable sort of "not kept" puts the kept ids first, in ascending order.
-            order = torch.sort((~self.blocks).to(torch.int8), dim=-1, stable=True).indices
-            self._derived["compressed"] = (counts.contiguous(), order.to(torch.int32).contiguous())
+            self._derived["compressed"] = compress_blocks(self.blocks)
         return self._derived["compressed"]
 
     # ----------------------------------------------------------------------------------------------

@@ -227,7 +227,7 @@ class SparseState:
     def _density(mask: BlockSparseMask | LevelMask) -> float:
         """Fraction of dense attention's work (a level mask: its compute density, pooled blocks at their share)."""
         if "density" not in mask._derived:
-            mask._derived["density"] = mask.compute_density() if isinstance(mask, LevelMask) else mask.density()
+            mask._derived["density"] = mask.density()
         return mask._derived["density"]
 
     def _with_dense_heads(
