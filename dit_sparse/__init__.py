@@ -15,18 +15,40 @@ from .layout import ORDERS, VideoLayout
 from .levels import LevelMask
 from .mask import BlockSparseMask
 
+# Submodules reached as ``ds.<name>`` after a plain ``import dit_sparse as ds``, imported on first use (some
+# import diffusers, imageio or matplotlib, which ``import dit_sparse`` must not pay for).
+_LAZY_SUBMODULES = frozenset(
+    {
+        "bench",
+        "embedded",
+        "evaluation",
+        "generation",
+        "integration",
+        "kernels",
+        "levels",
+        "methods",
+        "pipelines",
+        "scoring",
+        "utils",
+        "visualize",
+    }
+)
+# Functions of the diffusers integration, reached as ``ds.<name>``.
+_INTEGRATION_NAMES = frozenset({"apply_sparse_attention", "remove_sparse_attention", "summary"})
+
 
 def __getattr__(name: str):
-    # The diffusers integration imports diffusers; load it on first use so `import dit_sparse` stays light.
-    if name in ("apply_sparse_attention", "remove_sparse_attention", "summary"):
-        from .integration import apply
+    import importlib
 
-        return getattr(apply, name)
-    if name == "pipelines":
-        import importlib
-
-        return importlib.import_module(".pipelines", __name__)
+    if name in _INTEGRATION_NAMES:
+        return getattr(importlib.import_module(".integration.apply", __name__), name)
+    if name in _LAZY_SUBMODULES:
+        return importlib.import_module(f".{name}", __name__)
     raise AttributeError(f"module 'dit_sparse' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | _LAZY_SUBMODULES | _INTEGRATION_NAMES)
 
 
 __version__ = "0.1.0"
