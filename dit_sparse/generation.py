@@ -7,6 +7,7 @@ import json
 import logging
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import imageio.v2 as imageio
@@ -37,6 +38,19 @@ class GenerationSettings:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+def _check_local_folder(model: str) -> None:
+    """A clear error for a ``model`` that names a path (not a hub id) that holds no diffusers pipeline."""
+    path = Path(model).expanduser()
+    looks_like_path = path.is_absolute() or model.startswith((".", "~")) or model.count("/") > 1 or "\\" in model
+    if path.is_dir():
+        if not (path / "model_index.json").is_file():
+            raise ValueError(f"{model!r} is a folder without model_index.json, not a saved diffusers pipeline")
+    elif path.exists():
+        raise ValueError(f"{model!r} is a file; give a diffusers pipeline folder (with model_index.json) or a hub id")
+    elif looks_like_path:
+        raise ValueError(f"no such folder: {model!r} (give a local diffusers pipeline folder or a hub id 'org/name')")
+
+
 def load_pipeline(model: str | None, *, dtype: torch.dtype, device: str, offload: bool = False):
     """A supported diffusers pipeline from a hub id or a local folder (``model=None``: the embedded default)."""
     if model is None:
@@ -49,6 +63,7 @@ def load_pipeline(model: str | None, *, dtype: torch.dtype, device: str, offload
     else:
         from diffusers import DiffusionPipeline
 
+        _check_local_folder(model)
         try:
             pipe = DiffusionPipeline.from_pretrained(model, dtype=dtype)
         except (OSError, ValueError) as error:

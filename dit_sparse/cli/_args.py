@@ -20,6 +20,29 @@ def default_dtype(dtype: str | None, device: str) -> torch.dtype:
     return DTYPES[dtype or ("bfloat16" if device.startswith("cuda") else "float32")]
 
 
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (steps, frames, sizes), so a bad value exits 2 with a message."""
+    value = _int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer >= 0 (e.g. dense steps)."""
+    value = _int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text}")
+    return value
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+
+
 def parse_params(items: list[str]) -> dict:
     """``["NAME=VALUE", ...]`` from repeated ``--param`` options; values are JSON where they parse, else strings."""
     params = {}

@@ -15,7 +15,7 @@ from dit_sparse.calibration import calibrate
 from dit_sparse.calibration.search import check_target
 from dit_sparse.generation import accepted_kwargs, load_pipeline
 
-from ._args import DTYPES, default_device, default_dtype, fill_embedded_defaults
+from ._args import DTYPES, default_device, default_dtype, fill_embedded_defaults, positive_int
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -49,23 +49,23 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument(
         "--quant", choices=["int8", "int4"], help="paro: the quantization the plan will run with (sets the bits)"
     )
-    parser.add_argument("--steps", type=int, help="denoising steps (default: the pipeline's)")
+    parser.add_argument("--steps", type=positive_int, help="denoising steps (default: the pipeline's)")
     parser.add_argument(
         "--step-buckets",
         default="1",
         help="number of equal step buckets, or their start steps as a comma list (e.g. 0,10,30)",
     )
-    parser.add_argument("--steps-per-bucket", type=int, help="steps sampled per bucket (default: all)")
-    parser.add_argument("--block-size", type=int, default=128)
+    parser.add_argument("--steps-per-bucket", type=positive_int, help="steps sampled per bucket (default: all)")
+    parser.add_argument("--block-size", type=positive_int, default=128)
     parser.add_argument(
         "--cost",
         choices=["auto", "flops", "measured"],
         default="auto",
         help="cost model: measured kernel times (GPU), analytic FLOPs, or auto (measured on a GPU)",
     )
-    parser.add_argument("--frames", type=int, help="number of frames (video models)")
-    parser.add_argument("--height", type=int)
-    parser.add_argument("--width", type=int)
+    parser.add_argument("--frames", type=positive_int, help="number of frames (video models)")
+    parser.add_argument("--height", type=positive_int)
+    parser.add_argument("--width", type=positive_int)
     parser.add_argument("--guidance", type=float, help="classifier-free guidance scale")
     parser.add_argument("--negative-prompt", default=None)
     parser.add_argument("--seed", type=int, default=0)

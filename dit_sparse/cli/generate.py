@@ -22,7 +22,15 @@ from dit_sparse.generation import (
 )
 from dit_sparse.kernels import BACKENDS
 
-from ._args import DTYPES, default_device, default_dtype, fill_embedded_defaults, parse_params
+from ._args import (
+    DTYPES,
+    default_device,
+    default_dtype,
+    fill_embedded_defaults,
+    non_negative_int,
+    parse_params,
+    positive_int,
+)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -50,27 +58,29 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     parser.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="method parameter (JSON)")
     parser.add_argument(
-        "--dense-steps", type=int, help="first denoising steps to run dense (default: 0, or the demo setting's)"
+        "--dense-steps",
+        type=non_negative_int,
+        help="first denoising steps to run dense (default: 0, or the demo setting's)",
     )
-    parser.add_argument("--block-size", type=int, help="mask block size (default: 128, or the demo setting's)")
+    parser.add_argument("--block-size", type=positive_int, help="mask block size (default: 128, or the demo setting's)")
     parser.add_argument("--backend", choices=["auto", *BACKENDS], default="auto")
     parser.add_argument(
         "--quant", choices=["int8", "int4"], help="quantize Q and K of the sparse attention (any sparse method or plan)"
     )
-    parser.add_argument("--steps", type=int, help="denoising steps (default: the pipeline's)")
-    parser.add_argument("--frames", type=int, help="number of frames (video models)")
-    parser.add_argument("--height", type=int)
-    parser.add_argument("--width", type=int)
+    parser.add_argument("--steps", type=positive_int, help="denoising steps (default: the pipeline's)")
+    parser.add_argument("--frames", type=positive_int, help="number of frames (video models)")
+    parser.add_argument("--height", type=positive_int)
+    parser.add_argument("--width", type=positive_int)
     parser.add_argument("--guidance", type=float, help="classifier-free guidance scale")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--dtype", choices=sorted(DTYPES), help="default: bfloat16 on CUDA, float32 on CPU")
     parser.add_argument("--device", help="default: cuda if available, else cpu")
     parser.add_argument("--offload", action="store_true", help="enable model CPU offload")
-    parser.add_argument("--fps", type=int, default=16)
+    parser.add_argument("--fps", type=positive_int, default=16)
     parser.add_argument("--compare-dense", action="store_true", help="also generate densely and report")
     parser.add_argument(
         "--ulysses",
-        type=int,
+        type=positive_int,
         default=1,
         metavar="N",
         help="Ulysses context parallelism over N GPUs: launch with torchrun --nproc-per-node N; each GPU computes "

@@ -9,7 +9,7 @@ from dit_sparse import patterns
 from dit_sparse.patterns.radial import radial_token_density
 from dit_sparse.visualize import render_mask
 
-from ._args import parse_params
+from ._args import non_negative_int, parse_params, positive_int
 
 BUILDERS = {
     "radial": patterns.radial,
@@ -27,12 +27,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "(one map per head, labelled with its density).",
     )
     parser.add_argument("pattern", choices=sorted(BUILDERS), help="pattern family")
-    parser.add_argument("--frames", type=int, required=True, help="latent frames after patchify (F')")
-    parser.add_argument("--height", type=int, required=True, help="token rows per frame (H')")
-    parser.add_argument("--width", type=int, required=True, help="token columns per frame (W')")
-    parser.add_argument("--text-len", type=int, default=0, help="text tokens in the joint sequence")
+    parser.add_argument("--frames", type=positive_int, required=True, help="latent frames after patchify (F')")
+    parser.add_argument("--height", type=positive_int, required=True, help="token rows per frame (H')")
+    parser.add_argument("--width", type=positive_int, required=True, help="token columns per frame (W')")
+    parser.add_argument("--text-len", type=non_negative_int, default=0, help="text tokens in the joint sequence")
     parser.add_argument("--text-position", choices=["none", "prefix", "suffix"], default="none")
-    parser.add_argument("--block-size", type=int, default=128)
+    parser.add_argument("--block-size", type=positive_int, default=128)
     parser.add_argument(
         "--param", action="append", default=[], metavar="NAME=VALUE", help="pattern parameter (JSON value), repeatable"
     )

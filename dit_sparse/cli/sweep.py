@@ -9,7 +9,7 @@ from dit_sparse.config import SparseAttentionConfig, parse_method_point
 from dit_sparse.generation import GenerationSettings, load_pipeline, run_once, save_report
 from dit_sparse.kernels import BACKENDS
 
-from ._args import DTYPES, default_device, default_dtype, fill_embedded_defaults
+from ._args import DTYPES, default_device, default_dtype, fill_embedded_defaults, non_negative_int, positive_int
 
 # method -> (parameter that moves its density, values from dense-ish to sparse)
 DEFAULT_GRID = {
@@ -38,13 +38,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="one point (repeatable), e.g. adaspa:density=0.2; default: a grid over "
         + ", ".join(f"{m} {p}" for m, (p, _) in DEFAULT_GRID.items()),
     )
-    parser.add_argument("--block-size", type=int, default=128)
+    parser.add_argument("--block-size", type=positive_int, default=128)
     parser.add_argument("--backend", choices=["auto", *BACKENDS], default="auto")
-    parser.add_argument("--dense-steps", type=int, default=0)
-    parser.add_argument("--steps", type=int)
-    parser.add_argument("--frames", type=int)
-    parser.add_argument("--height", type=int)
-    parser.add_argument("--width", type=int)
+    parser.add_argument("--dense-steps", type=non_negative_int, default=0)
+    parser.add_argument("--steps", type=positive_int)
+    parser.add_argument("--frames", type=positive_int)
+    parser.add_argument("--height", type=positive_int)
+    parser.add_argument("--width", type=positive_int)
     parser.add_argument("--guidance", type=float)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--dtype", choices=sorted(DTYPES))

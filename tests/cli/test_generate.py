@@ -55,7 +55,10 @@ def test_image_model_writes_a_png(tmp_path):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--model", "/no/such/folder"], "cannot load a diffusers pipeline from '/no/such/folder'"),
+        (["--model", "/no/such/folder"], "no such folder: '/no/such/folder'"),
+        (["--model", "./also/missing"], "no such folder: './also/missing'"),
+        (["--model", "pyproject.toml"], "'pyproject.toml' is a file; give a diffusers pipeline folder"),
+        (["--model", "tests"], "'tests' is a folder without model_index.json"),
         (["--param", "windw=3"], "unknown parameter(s) ['windw'] for method 'sparsed'"),  # the embedded demo's
         (["--method", "radial", "--param", "windw=3"], "unknown parameter(s) ['windw'] for method 'radial'"),
     ],
@@ -64,6 +67,23 @@ def test_bad_inputs_give_one_line_errors(args, message, tmp_path, capsys):
     assert main(["generate", *args, "--out", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--steps", "0"], "--steps: must be a positive integer, got 0"),
+        (["--frames", "-3"], "--frames: must be a positive integer, got -3"),
+        (["--height", "1.5"], "--height: must be an integer, got '1.5'"),
+        (["--dense-steps", "-1"], "--dense-steps: must be an integer >= 0, got -1"),
+        (["--block-size", "0"], "--block-size: must be a positive integer, got 0"),
+    ],
+)
+def test_bad_numbers_exit_2_before_loading(args, message, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["generate", *args, "--out", str(tmp_path / "x")])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
 
 
 def test_impossible_size_and_unknown_method(wan_folder, tmp_path, capsys):
