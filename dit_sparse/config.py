@@ -33,8 +33,17 @@ METHOD_PARAMS: dict[str, dict[str, Any]] = {
     "sparse_vdit": {"assignment": None, "diagonal_width": None, "multi_diagonal_width": None, "max_distance": None},
     # Sliding tile attention (Zhang et al., 2025): tiles of (t, h, w) latent cells, a window of tiles.
     "sliding_tile": {"tile": (2, 8, 8), "window": (3, 3, 3), "head_windows": None},
-    # Sparse VideoGen (Xi et al., 2025): per head, online, spatial or temporal by sampled error.
-    "svg": {"spatial_width": None, "temporal_width": None, "num_samples": 64, "seed": 0},
+    # Sparse VideoGen (Xi et al., 2025): per head, online, spatial or temporal by sampled error. Band half-width
+    # from the kept fraction sparsity (the reference's Wan scripts: 0.3) unless spatial_width / temporal_width
+    # are given; sink keeps the first frame's worth of keys in each head's order; see methods/svg.py.
+    "svg": {
+        "sparsity": 0.3,
+        "spatial_width": None,
+        "temporal_width": None,
+        "sink": True,
+        "num_samples": 64,
+        "seed": 0,
+    },
     # SparseD schedule: dense for dense_steps, then masks by block mass found once and reused.
     "sparsed": {"tau": 0.9, "fraction": None, "min_blocks_per_row": 1},
     # AdaSpa (Xia et al., 2025): searches at search_steps (the paper's 10 and 30 of 50), reuse between.
@@ -61,12 +70,103 @@ METHOD_PARAMS: dict[str, dict[str, Any]] = {
 }
 
 
-# Model families SparseAttentionConfig.recommended knows, with the published settings it uses (see its docstring).
-RECOMMENDED_MODELS: dict[str, dict[str, Any]] = {
-    "wan2.1": {"radial_decay": 0.2},
-    "wan2.2": {"radial_decay": 0.8},
-    "hunyuanvideo": {"radial_decay": 0.95},
-    "cogvideox": {"radial_decay": 0.2},
+# Model families SparseAttentionConfig.recommended knows.
+RECOMMENDED_MODELS = ("wan2.1", "wan2.2", "hunyuanvideo", "cogvideox")
+
+
+@dataclass(frozen=True)
+class PublishedSetting:
+    """A method's setting in its public code for one model family (what ``recommended`` returns).
+
+    ``dense_steps`` is ``(count, of_steps)``, scaled to the generation's step count; ``step_params`` are method
+    parameters counted in steps, scaled the same way; ``source`` says where each value comes from.
+    """
+
+    source: str
+    dense_steps: tuple[int, int] = (0, 50)
+    dense_layers: tuple[int, ...] = ()
+    params: dict[str, Any] = dataclasses.field(default_factory=dict)
+    step_params: dict[str, tuple[tuple[int, ...], int]] = dataclasses.field(default_factory=dict)
+
+
+def flow_steps_above(timestep: float, shift: float, steps: int = 50) -> int:
+    """How many of ``steps`` flow-matching steps have a timestep above ``timestep`` (of 1000) at ``shift``.
+
+    Sigmas fall linearly from 1 and are shifted as ``shift * s / (1 + (shift - 1) * s)`` (Wan's and HunyuanVideo's
+    schedulers); DraftAttention's reference runs dense while ``t > 925`` (Wan) or ``t > 945`` (HunyuanVideo).
+    """
+    count = 0
+    for i in range(steps):
+        s = 1.0 - i / steps
+        count += 1000.0 * shift * s / (1.0 + (shift - 1.0) * s) > timestep
+    return count
+
+
+_RADIAL = "radial-attention 72788d4"
+_DRAFT = "draft-attention f3c81d5"
+# (method, model family) -> the published setting; a family a method has none for takes its "wan2.1" entry.
+PUBLISHED_SETTINGS: dict[tuple[str, str], PublishedSetting] = {
+    ("radial", "wan2.1"): PublishedSetting(
+        f"{_RADIAL} scripts/wan_t2v_inference.sh: dense_layers=1, dense_timesteps=12, --decay_factor 0.2 (1.0 is only "
+        "the argparse default); 50 steps (wan_t2v_inference.py:26)",
+        dense_steps=(12, 50),
+        dense_layers=(0,),
+        params={"decay_factor": 0.2},
+    ),
+    ("radial", "wan2.2"): PublishedSetting(
+        f"{_RADIAL} scripts/wan_22_t2v_inference.sh: dense_layers=1, dense_timesteps=11, decay_factor=0.8, "
+        "--num_inference_steps 40",
+        dense_steps=(11, 40),
+        dense_layers=(0,),
+        params={"decay_factor": 0.8},
+    ),
+    ("radial", "hunyuanvideo"): PublishedSetting(
+        f"{_RADIAL} scripts/hunyuan_t2v_inference.sh: dense_layers=0, dense_timesteps=12, --decay_factor 0.95; 50 "
+        "steps (hunyuan_t2v_inference.py:29)",
+        dense_steps=(12, 50),
+        params={"decay_factor": 0.95},
+    ),
+    ("draft", "wan2.1"): PublishedSetting(
+        f"{_DRAFT} wan/wan/modules/attention.py:483 (dense while t > 925 and in block 0) and :510 (sparsity_ratio "
+        "0.75); Wan's t2v shift 5.0 and 50 steps (wan/generate.py:55-58): t > 925 is the first 15 of 50 steps",
+        dense_steps=(flow_steps_above(925, 5.0), 50),
+        dense_layers=(0,),
+        params={"fraction": 0.25},
+    ),
+    ("draft", "hunyuanvideo"): PublishedSetting(
+        f"{_DRAFT} hunyuan/hyvideo/diffusion/pipelines/pipeline_hunyuan_video.py:1003 (dense while t > 945), "
+        "hunyuan/hyvideo/modules/models.py:211 (blocks 0 and 1 dense), hunyuan/hyvideo/modules/attenion.py:485 "
+        "(sparsity_ratio 0.9); flow shift 7.0 (hyvideo/config.py:195), 50 steps (run-single-sample_video.sh): "
+        "t > 945 is the first 15 of 50 steps",
+        dense_steps=(flow_steps_above(945, 7.0), 50),
+        dense_layers=(0, 1),
+        params={"fraction": 0.1},
+    ),
+    ("svg", "wan2.1"): PublishedSetting(
+        "Sparse-VideoGen 5ce7b01 scripts/wan/wan_t2v_720p_svg.sh:4-7 (first_times_fp 0.2: the first 10 of 50 steps "
+        "dense, floored as wan_t2v_inference.py:88-94; sparsity 0.3; first_layers_fp 0.03: floor(0.03 x 30) = 0 "
+        "layers of Wan 1.3B dense, 1 of the 14B's 40), 64 sampled rows (:35), the first-frame sink "
+        "(svg/models/wan/utils.py:37-38)",
+        dense_steps=(10, 50),
+        params={"sparsity": 0.3, "sink": True},
+    ),
+    ("svg", "hunyuanvideo"): PublishedSetting(
+        "Sparse-VideoGen 5ce7b01 scripts/hyvideo/hyvideo_t2v_720p_svg.sh:4-7 (first_times_fp 0.1: 5 of 50 steps "
+        "dense; sparsity 0.25; first_layers_fp 0.03: floor(0.03 x 60) = 1 layer), no sink (svg/models/hyvideo/"
+        "utils.py:20-44)",
+        dense_steps=(5, 50),
+        dense_layers=(0,),
+        params={"sparsity": 0.25, "sink": False},
+    ),
+    ("xattention", "wan2.1"): PublishedSetting(
+        "x-attention e379887 video evaluation (as surveyed in issue 19): stride 16, threshold 0.9, 5 warm-up steps "
+        "of 50, key block 0 kept in every row (the method's defaults)",
+        step_params={"warmup_steps": ((5,), 50)},
+    ),
+    ("adaspa", "wan2.1"): PublishedSetting(
+        "AdaSpa paper (arXiv 2502.21079): searches at steps 10 and 30 of 50 (the method's defaults)",
+        step_params={"search_steps": ((10, 30), 50)},
+    ),
 }
 
 
@@ -225,18 +325,28 @@ class SparseAttentionConfig:
         """The schedule and settings a method's public code uses for ``model``, scaled to ``num_inference_steps``;
         ``overrides`` win.
 
-        Radial attention (radial-attention 72788d4): its Wan 2.1 scripts pass ``--decay_factor 0.2`` with the first
-        12 of 50 denoising steps and the first layer dense (1.0 is only the argparse default); its HunyuanVideo
-        scripts 0.95, its Wan 2.2 scripts 0.8 (decays as surveyed in issue 19; for those two the dense schedule
-        here is Wan 2.1's, not yet checked against their scripts). The same fraction of dense steps is kept for
-        other step counts. Methods without a checked public setting get their plain defaults (XAttention's
-        defaults already are its reference's video settings).
+        Sources, per method and family (``PUBLISHED_SETTINGS`` holds each value with its file and line):
+
+        - radial (radial-attention 72788d4): Wan 2.1 decay 0.2, first 12 of 50 steps and layer 0 dense; Wan 2.2
+          decay 0.8, 11 of 40 steps and layer 0; HunyuanVideo decay 0.95, 12 of 50 steps, no dense layer.
+        - draft (draft-attention f3c81d5): Wan fraction 0.25 (sparsity 0.75), dense while t > 925 (the first 15
+          of 50 steps at Wan's shift 5) and in layer 0; HunyuanVideo fraction 0.1, dense while t > 945 (15 of 50
+          at shift 7) and in layers 0 and 1.
+        - svg (Sparse-VideoGen 5ce7b01): Wan sparsity 0.3 with the first-frame sink, the first 20% of steps
+          dense (10 of 50), no dense layer (Wan 14B's script makes one: pass ``dense_layers=(0,)``);
+          HunyuanVideo sparsity 0.25, no sink, 10% of steps (5 of 50) and layer 0 dense (its 720p script).
+        - xattention, adaspa: their defaults are the published settings; warm-up and search steps scale.
+        - sparse_vdit, sliding_tile, sparsed, paro, pyramid: no per-model setting is checked here; their
+          plain defaults (see ``METHOD_PARAMS``) are returned.
+
+        A family without its own published setting (CogVideoX for every method; Wan 2.2 for draft) takes the
+        method's Wan 2.1 setting. Step counts scale with ``num_inference_steps`` (rounded).
 
         Args:
             method (`str`): a method name.
             num_inference_steps (`int`, defaults to 50): the generation's step count.
             model (`str`, defaults to ``"wan2.1"``): ``"wan2.1"``, ``"wan2.2"``, ``"hunyuanvideo"`` or
-                ``"cogvideox"`` (CogVideoX: no published radial setting; radial's Wan 2.1 one is used).
+                ``"cogvideox"``.
 
         Example:
             >>> SparseAttentionConfig.recommended("radial", num_inference_steps=25).dense_steps
@@ -247,14 +357,24 @@ class SparseAttentionConfig:
         _check_int("num_inference_steps", num_inference_steps, 1)
         if model not in RECOMMENDED_MODELS:
             raise ValueError(f"model must be one of {list(RECOMMENDED_MODELS)}, got {model!r}")
-        schedule: dict[str, Any] = {}
-        if method == "radial":
-            schedule = {
-                "dense_steps": round(12 * num_inference_steps / 50),
-                "dense_layers": (0,),
-                "decay_factor": RECOMMENDED_MODELS[model]["radial_decay"],
-            }
-        return cls(method, **{**schedule, **overrides})
+        if method not in METHOD_NAMES:
+            raise ValueError(f"unknown method {method!r}; choose one of {list(METHOD_NAMES)}")
+        setting = PUBLISHED_SETTINGS.get((method, model)) or PUBLISHED_SETTINGS.get((method, "wan2.1"))
+        if setting is None:
+            return cls(method, **overrides)
+
+        def scaled(count: int, of_steps: int) -> int:
+            return round(count * num_inference_steps / of_steps)
+
+        values: dict[str, Any] = {
+            "dense_steps": scaled(*setting.dense_steps),
+            "dense_layers": setting.dense_layers,
+            **setting.params,
+        }
+        for name, (counts, of_steps) in setting.step_params.items():
+            steps = tuple(scaled(c, of_steps) for c in counts)
+            values[name] = steps if len(steps) > 1 else steps[0]
+        return cls(method, **{**values, **overrides})
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SparseAttentionConfig:
@@ -334,9 +454,15 @@ def _check_fraction(name: str, value: Any) -> None:
 
 
 def _validate_svg(params: dict[str, Any], block_size: int) -> None:
+    value = params.get("sparsity", 1)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+        # the reference's name; it is the fraction of the attention map kept, not the fraction dropped
+        raise ValueError(f"sparsity is the kept fraction of the attention map and must be in (0, 1], got {value!r}")
     for name in ("spatial_width", "temporal_width"):
         if params.get(name) is not None:
             _check_int(name, params[name], 1)
+    if not isinstance(params.get("sink", True), bool):
+        raise ValueError(f"sink must be True or False, got {params['sink']!r}")
     if "num_samples" in params:
         _check_int("num_samples", params["num_samples"], 1)
     if "seed" in params:

@@ -3,6 +3,7 @@ from __future__ import annotations
 import pytest
 
 from dit_sparse import SparseAttentionConfig
+from dit_sparse.config import flow_steps_above
 
 
 def test_round_trip_and_defaults():
@@ -44,6 +45,11 @@ def test_layer_overrides_change_parameters():
         (dict(method="xattention", stride=3), "stride 3 must divide block_size 128"),
         (dict(method="draft", window=(8,)), r"window must be two positive ints"),
         (dict(method="svg", num_samples=0), "num_samples must be an int >= 1"),
+        (dict(method="svg", sparsity=0), r"sparsity is the kept fraction of the attention map and must be in \(0, 1\]"),
+        (dict(method="svg", sparsity=1.5), r"sparsity is the kept fraction .* got 1.5"),
+        (dict(method="svg", sparsity=True), r"sparsity is the kept fraction .* got True"),
+        (dict(method="svg", sink="yes"), "sink must be True or False, got 'yes'"),
+        (dict(method="svg", spatial_width=0), "spatial_width must be an int >= 1, got 0"),
         (dict(method="sliding_tile", head_windows={0: [(1, 1, 0)]}), r"head_windows\[0\] entries must be three"),
         (dict(method="radial", quant="fp8"), "quant must be None, 'int8' or 'int4', got 'fp8'"),
         (dict(method="dense", quant="int8"), "method 'dense' runs the model's exact attention"),
@@ -96,6 +102,41 @@ def test_recommended_schedules_follow_the_papers():
     assert SparseAttentionConfig.recommended("sparsed") == SparseAttentionConfig("sparsed")
     with pytest.raises(ValueError, match="num_inference_steps must be an int >= 1"):
         SparseAttentionConfig.recommended("radial", num_inference_steps=0)
+    with pytest.raises(ValueError, match="unknown method 'radiall'"):
+        SparseAttentionConfig.recommended("radiall")
+
+
+def schedule(method: str, model: str, steps: int = 50) -> tuple:
+    config = SparseAttentionConfig.recommended(method, num_inference_steps=steps, model=model)
+    return config.dense_steps, config.dense_layers, config.params
+
+
+@pytest.mark.parametrize(
+    ("method", "model", "steps", "expected"),
+    [
+        ("radial", "wan2.2", 40, (11, (0,), {"decay_factor": 0.8})),  # its script: 11 of 40 steps, 1 layer
+        ("radial", "hunyuanvideo", 50, (12, (), {"decay_factor": 0.95})),  # dense_layers=0 in its script
+        ("radial", "cogvideox", 50, (12, (0,), {"decay_factor": 0.2})),  # no published setting: Wan 2.1's
+        ("draft", "wan2.1", 50, (15, (0,), {"fraction": 0.25})),  # t > 925 at shift 5
+        ("draft", "hunyuanvideo", 50, (15, (0, 1), {"fraction": 0.1})),  # t > 945 at shift 7
+        ("draft", "wan2.1", 20, (6, (0,), {"fraction": 0.25})),
+        ("svg", "wan2.1", 50, (10, (), {"sparsity": 0.3, "sink": True})),
+        ("svg", "hunyuanvideo", 50, (5, (0,), {"sparsity": 0.25, "sink": False})),
+        ("xattention", "wan2.1", 20, (0, (), {"warmup_steps": 2})),
+        ("adaspa", "hunyuanvideo", 20, (0, (), {"search_steps": (4, 12)})),
+        ("sliding_tile", "wan2.1", 50, (0, (), {})),  # no checked public setting: plain defaults
+    ],
+)
+def test_recommended_follows_each_published_script(method, model, steps, expected):
+    assert schedule(method, model, steps) == expected
+
+
+def test_flow_steps_above_counts_the_dense_timesteps():
+    # sigma_i = shift s / (1 + (shift - 1) s), s = 1 - i / steps; t = 1000 sigma
+    for shift, threshold, steps in [(5.0, 925, 50), (7.0, 945, 50), (3.0, 900, 30), (1.0, 500, 10)]:
+        sigmas = [shift * (1 - i / steps) / (1 + (shift - 1) * (1 - i / steps)) for i in range(steps)]
+        assert flow_steps_above(threshold, shift, steps) == sum(1000 * s > threshold for s in sigmas)
+    assert flow_steps_above(925, 5.0) == 15 and flow_steps_above(500, 1.0, 10) == 5
 
 
 def test_every_kernel_backend_can_be_configured():
