@@ -7,13 +7,15 @@ import (kernels load on first use).
 from __future__ import annotations
 
 from . import calibration, patterns
-from .attention import backend_status, block_sparse_attention, list_backends, select_backend
-from .calibration import HeadPattern, SparsityPlan, calibrate
+from ._version import __version__
+from .attention import backend_status, block_sparse_attention, list_backends, pyramid_attention, select_backend
+from .calibration import calibrate
 from .config import SparseAttentionConfig
-from .kernels.pyramid import pyramid_attention
+from .heads import HeadPattern
 from .layout import ORDERS, VideoLayout
 from .levels import LevelMask
 from .mask import BlockSparseMask
+from .plan import SparsityPlan
 
 # Submodules reached as ``ds.<name>`` after a plain ``import dit_sparse as ds``, imported on first use (some
 # import diffusers, imageio or matplotlib, which ``import dit_sparse`` must not pay for).
@@ -50,8 +52,6 @@ def __getattr__(name: str):
 def __dir__() -> list[str]:
     return sorted(set(globals()) | _LAZY_SUBMODULES | _INTEGRATION_NAMES)
 
-
-__version__ = "0.1.0"
 
 __all__ = [
     "ORDERS",

@@ -10,7 +10,16 @@ import torch.nn.functional as F
 from .kernels import BACKENDS, quantized_backends
 from .kernels.backend_table import cuda_backend_order, cuda_device_name
 from .kernels.gather import flash_cpu_op, fused_cpu_attention
+from .kernels.pyramid import (
+    PYRAMID_BACKENDS,
+    cached_read_blocks,
+    gather_pyramid_attention,
+    reference_pyramid_attention,
+    triton_pyramid_attention,
+    triton_pyramid_unsupported_reason,
+)
 from .kernels.quant import check_quant
+from .levels import LevelMask
 from .mask import BlockSparseMask
 from .utils import synchronized_clock
 
@@ -193,4 +202,65 @@ def block_sparse_attention(
         out, lse = chosen.quantized_forward(q, k, v, mask, float(scale), return_lse, quant)
     if first:
         _first_calls[signature] = synchronized_clock(q.device) - start
+    return (out, lse) if return_lse else out
+
+
+def pyramid_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    mask: LevelMask,
+    *,
+    scale: float | None = None,
+    return_lse: bool = False,
+    backend: str = "auto",
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """Attention of q over the full, pooled and dropped kv blocks of a :class:`~dit_sparse.LevelMask`.
+
+    Args:
+        q, k, v (`torch.Tensor` of shape ``(B, H, N, D)``): as for :func:`dit_sparse.block_sparse_attention`.
+        mask (`LevelMask`): levels per (batch or 1, head, q block, kv block).
+        scale (`float`, optional): softmax scale, default ``1 / sqrt(D)``.
+        return_lse (`bool`, defaults to False): also return the LSE ``(B, H, Nq)`` fp32, natural log.
+        backend (`str`, defaults to ``"auto"``): ``"reference"`` (the token-level definition), ``"gather"``
+            (CPU), ``"triton"`` (GPU), or ``"auto"`` (``gather`` on a CPU, ``triton`` on a CUDA GPU where it can
+            run, else ``reference``; ``reference`` wherever gradients are needed). A binary mask (full and
+            dropped blocks only) runs :func:`dit_sparse.block_sparse_attention` with that backend choice instead.
+    """
+    if not isinstance(mask, LevelMask):
+        raise ValueError(f"mask must be a dit_sparse.LevelMask, got {type(mask).__name__}")
+    if backend not in PYRAMID_BACKENDS:
+        raise ValueError(f"backend must be one of {list(PYRAMID_BACKENDS)}, got {backend!r}")
+    if mask.is_binary():
+        return block_sparse_attention(q, k, v, mask.to_block_mask(), scale=scale, return_lse=return_lse,
+                                      backend=backend)  # fmt: skip
+    _check_inputs(q, k, v, cached_read_blocks(mask))
+    if mask.device != q.device:
+        raise ValueError(f"mask is on {mask.device} but q is on {q.device}; move it with mask.to(q.device)")
+    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
+    needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v))
+    if backend == "auto":
+        if needs_grad:
+            backend = "reference"
+        elif q.device.type == "cpu" and flash_cpu_op() is not None:
+            backend = "gather"
+        elif q.device.type == "cuda" and triton_pyramid_unsupported_reason(q, mask, return_lse) is None:
+            backend = "triton"
+        else:
+            backend = "reference"
+    if backend == "gather":
+        if q.device.type != "cpu" or flash_cpu_op() is None:
+            raise ValueError("the gather pyramid backend runs on a CPU with torch's fused CPU attention kernel")
+        if needs_grad:
+            raise ValueError("the gather pyramid backend is inference only; use backend='reference' for gradients")
+        out, lse = gather_pyramid_attention(q, k, v, mask, scale, return_lse)
+    elif backend == "triton":
+        reason = triton_pyramid_unsupported_reason(q, mask, return_lse)
+        if reason is not None:
+            raise ValueError(f"the triton pyramid backend cannot run this call: {reason}")
+        if needs_grad:
+            raise ValueError("the triton pyramid backend is inference only; use backend='reference' for gradients")
+        out, lse = triton_pyramid_attention(q, k, v, mask, scale, return_lse)
+    else:
+        out, lse = reference_pyramid_attention(q, k, v, mask, scale, return_lse)
     return (out, lse) if return_lse else out

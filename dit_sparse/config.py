@@ -569,7 +569,7 @@ def _as_plan(plan: Any) -> Any:
         return None
     import os
 
-    from .calibration.plan import SparsityPlan
+    from .plan import SparsityPlan
 
     if isinstance(plan, SparsityPlan):
         return plan

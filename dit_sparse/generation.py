@@ -18,7 +18,7 @@ from .attention import first_call_seconds
 from .config import SparseAttentionConfig
 from .integration.apply import _transformers, apply_sparse_attention, remove_sparse_attention, summary
 from .integration.specs import spec_for
-from .utils import synchronized_clock
+from .utils import pipeline_frames, synchronized_clock
 
 logger = logging.getLogger(__name__)
 
@@ -110,16 +110,6 @@ def _call_kwargs(pipe, settings: GenerationSettings) -> dict[str, Any]:
     return kwargs
 
 
-def _as_frames(output) -> np.ndarray:
-    """(T, H, W, 3) uint8 from a pipeline output (video frames or images)."""
-    frames = getattr(output, "frames", None)
-    if frames is not None:
-        array = np.asarray(frames[0])  # (T, H, W, 3) in [0, 1]
-    else:
-        array = np.asarray(output.images[0])[None]  # (1, H, W, 3)
-    return np.clip(np.round(array * 255.0), 0, 255).astype(np.uint8)
-
-
 def run_once(pipe, settings: GenerationSettings, config: SparseAttentionConfig) -> tuple[np.ndarray, dict]:
     """One generation with ``config`` applied (``dense`` measures the baseline through the same path).
 
@@ -144,7 +134,7 @@ def run_once(pipe, settings: GenerationSettings, config: SparseAttentionConfig) 
         stats[key] -= first_calls
     stats["kernel_first_call_seconds"] = first_calls
     remove_sparse_attention(pipe)
-    return _as_frames(output), stats
+    return pipeline_frames(output), stats
 
 
 def _transformer_device(pipe) -> torch.device:

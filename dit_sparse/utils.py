@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import statistics
 import time
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import torch
 
 
@@ -17,6 +19,16 @@ def package_version(name: str) -> str | None:
         return importlib.metadata.version(name)
     except importlib.metadata.PackageNotFoundError:
         return None
+
+
+def pipeline_frames(output) -> np.ndarray:
+    """(T, H, W, 3) uint8 from a pipeline output (video frames or images)."""
+    frames = getattr(output, "frames", None)
+    if frames is not None:
+        array = np.asarray(frames[0])  # (T, H, W, 3) in [0, 1]
+    else:
+        array = np.asarray(output.images[0])[None]  # (1, H, W, 3)
+    return np.clip(np.round(array * 255.0), 0, 255).astype(np.uint8)
 
 
 def synchronized_clock(device: torch.device) -> float:
@@ -49,3 +61,35 @@ def median_ms(fn: Callable[[], Any], device: torch.device, warmup: int, repeats:
             fn()
             times.append((time.perf_counter() - t0) * 1e3)
     return statistics.median(times)
+
+
+def parse_params(items: list[str]) -> dict:
+    """``["NAME=VALUE", ...]`` from repeated ``--param`` options; values are JSON where they parse, else strings."""
+    params = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise ValueError(f"--param takes NAME=VALUE, got {item!r}")
+        try:
+            params[name] = json.loads(value)
+        except json.JSONDecodeError:
+            params[name] = value
+    return params
+
+
+# Packages a report of the environment lists (``dit-sparse env``, benchmark records).
+REPORTED_PACKAGES = (
+    "torch",
+    "triton",
+    "diffusers",
+    "accelerate",
+    "transformers",
+    "xformers",
+    "torchmetrics",
+    "imageio",
+)
+
+
+def package_versions() -> dict[str, str | None]:
+    """Installed version of each of ``REPORTED_PACKAGES`` (None where not installed)."""
+    return {name: package_version(name) for name in REPORTED_PACKAGES}

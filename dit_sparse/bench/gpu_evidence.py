@@ -63,14 +63,14 @@ def collect_environment(device: str) -> dict[str, Any]:
     """What the evidence depends on: versions, the device, nvidia-smi, backend availability and the table."""
     import torch
 
-    from ..cli.env import collect
     from ..kernels.backend_table import load_backend_table
     from ..kernels.flex import flash_attn_cute_available, flex_has_flash_backend
+    from ..utils import package_versions
     from .attention import environment_info
 
     return {
         **environment_info(device),
-        "packages": collect()["packages"],
+        "packages": package_versions(),
         "nvidia_smi": _nvidia_smi(),
         "torch_cuda_available": torch.cuda.is_available(),
         "flex_flash": {

@@ -18,8 +18,7 @@ from typing import Any
 
 import torch
 
-from ..attention import block_sparse_attention
-from ..kernels.pyramid import pyramid_attention
+from ..attention import block_sparse_attention, pyramid_attention
 from ..layout import VideoLayout
 from ..levels import LevelMask
 from ..mask import BlockSparseMask

@@ -24,11 +24,12 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from ..cost import CostModel
+from ..heads import HeadPattern, table_density
 from ..mask import SUPPORTED_BLOCK_SIZES
 from ..methods.paro import OrderStatistics, choose_orders
-from .cost import CostModel, measure_cost_profile
-from .heads import HeadPattern, table_density
-from .plan import SEARCH_METHODS, Provenance, SearchSettings, SparsityPlan, StepBucket, config_hash, prompts_hash
+from ..plan import SEARCH_METHODS, Provenance, SearchSettings, SparsityPlan, StepBucket, config_hash, prompts_hash
+from .cost import measure_cost_profile
 from .search import HeadStatistics, check_target
 
 logger = logging.getLogger(__name__)

@@ -1,22 +1,16 @@
-"""What a plan chose, for people: a summary table and a picture (layers x heads, colour = pattern kind).
+"""What a plan chose, as a picture: layers x heads per step bucket, colour = pattern kind, label = density.
 
-The expected attention speedup of a layer is what the plan's own cost model predicts: the layer's heads
-cost ``sum_h cost(head)`` against ``H`` for dense attention (see :mod:`dit_sparse.calibration.cost`); a
-measured profile makes it a prediction for the device it was measured on, the analytic one a FLOP ratio.
+The plan's text summary (patterns, mean density and expected speedup per layer) is
+:func:`dit_sparse.plan.summary_table`, ``plan.summary_table()``.
 """
 
 from __future__ import annotations
 
 import os
-from collections import Counter
-from typing import TYPE_CHECKING
 
 from PIL import Image, ImageDraw
 
-from .heads import HeadPattern, head_table
-
-if TYPE_CHECKING:
-    from .plan import SparsityPlan
+from ..plan import SparsityPlan
 
 KIND_COLOURS = {
     "dense": (70, 70, 70),
@@ -30,74 +24,6 @@ KIND_COLOURS = {
 }
 BACKGROUND = (255, 255, 255)
 INK = (20, 20, 20)
-
-
-def head_costs(plan: SparsityPlan, bucket: int, layer: int, cache: dict | None = None) -> list[float]:
-    """Each head's cost relative to dense attention under the plan's cost model."""
-    cost = plan.cost_profile
-    n = plan.layout.num_tokens
-    costs = []
-    for pattern in plan.buckets[bucket].layers[layer]:
-        if pattern.kind == "skip":
-            costs.append(cost.skip_cost(n))
-        elif pattern.kind == "dense":
-            costs.append(1.0)
-        else:
-            table = head_table(pattern, plan.layout, plan.block_size, cache)
-            costs.append(cost.cost(float(table.float().mean())))
-    return costs
-
-
-def _kinds(patterns: list[HeadPattern]) -> str:
-    counts = Counter(p.kind for p in patterns)
-    return ", ".join(f"{kind} x{count}" for kind, count in sorted(counts.items(), key=lambda kc: (-kc[1], kc[0])))
-
-
-def _steps(plan: SparsityPlan, bucket: int) -> str:
-    b = plan.buckets[bucket]
-    return f"{b.start}-end" if b.stop is None else f"{b.start}-{b.stop - 1}"
-
-
-def _mean_density(patterns: list[HeadPattern]) -> float | None:
-    known = [p.density for p in patterns if p.density is not None]
-    return sum(known) / len(known) if known else None
-
-
-def summary_table(plan: SparsityPlan) -> str:
-    """A Markdown table: per bucket and layer, the patterns chosen, mean density and expected speedup.
-
-    Each bucket ends with an ``all`` row over its layers (speedup of the whole bucket's self-attention).
-    """
-    lines = [
-        f"cost model: {plan.cost_profile.kind}"
-        + (
-            f" ({plan.cost_profile.backend} on {plan.cost_profile.device})"
-            if plan.cost_profile.kind == "measured"
-            else ""
-        ),
-        "",
-        "| steps | layer | patterns | mean density | expected attention speedup |",
-        "|---|---|---|---|---|",
-    ]
-    cache: dict = {}
-    for b, bucket in enumerate(plan.buckets):
-        total_heads, total_cost, all_patterns = 0, 0.0, []
-        for layer, patterns in enumerate(bucket.layers):
-            costs = head_costs(plan, b, layer, cache)
-            density = _mean_density(patterns)
-            shown = "n/a" if density is None else f"{density:.3f}"
-            lines.append(
-                f"| {_steps(plan, b)} | {layer} | {_kinds(patterns)} | {shown} | {len(costs) / sum(costs):.2f}x |"
-            )
-            total_heads += len(costs)
-            total_cost += sum(costs)
-            all_patterns += patterns
-        density = _mean_density(all_patterns)
-        shown = "n/a" if density is None else f"{density:.3f}"
-        lines.append(
-            f"| {_steps(plan, b)} | all | {_kinds(all_patterns)} | {shown} | {total_heads / total_cost:.2f}x |"
-        )
-    return "\n".join(lines)
 
 
 def _colour(kind: str) -> tuple[int, int, int]:
@@ -134,7 +60,7 @@ def render_plan(plan: SparsityPlan, path: str | os.PathLike | None = None, *, ce
     draw = ImageDraw.Draw(canvas)
     for b, bucket in enumerate(plan.buckets):
         x0, y0 = pad + b * (panel_w + pad), pad
-        draw.text((x0, y0), f"steps {_steps(plan, b)}", fill=INK)
+        draw.text((x0, y0), f"steps {bucket.label}", fill=INK)
         for layer, heads in enumerate(bucket.layers):
             y = y0 + title_h + layer * cell_h
             draw.text((x0, y + 3), f"L{layer}", fill=INK)

@@ -29,11 +29,11 @@ from dataclasses import dataclass
 
 import torch
 
+from ..cost import CostModel
+from ..heads import HeadPattern, head_permutation, head_table, ordered_layout, table_density
 from ..layout import VideoLayout
 from ..patterns._tiles import tile_grid
 from ..scoring import block_attention_mass, row_logsumexp, select_blocks
-from .cost import CostModel
-from .heads import HeadPattern, head_permutation, head_table, ordered_layout, table_density
 
 MEMORY_BUDGET_BYTES = 1 << 28  # per row chunk of the streaming passes; bounds their temporaries
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 
 import torch
+
+from dit_sparse.utils import parse_params  # noqa: F401 (the subcommands import it from here)
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -41,20 +42,6 @@ def _int(text: str) -> int:
         return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
-
-
-def parse_params(items: list[str]) -> dict:
-    """``["NAME=VALUE", ...]`` from repeated ``--param`` options; values are JSON where they parse, else strings."""
-    params = {}
-    for item in items:
-        name, sep, value = item.partition("=")
-        if not sep or not name:
-            raise ValueError(f"--param takes NAME=VALUE, got {item!r}")
-        try:
-            params[name] = json.loads(value)
-        except json.JSONDecodeError:
-            params[name] = value
-    return params
 
 
 # Options that take the embedded model's GENERATION_DEFAULTS when --model is not given.

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from dit_sparse.calibration import calibrate
+from dit_sparse.calibration import calibrate, render_plan
 from dit_sparse.calibration.search import check_target
 from dit_sparse.generation import accepted_kwargs, load_pipeline
 
@@ -130,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
     )
     path = plan.save(args.out)
     picture = os.path.splitext(path)[0] + ".png"
-    plan.render(picture)
+    render_plan(plan, picture)
     print(plan.summary_table())
     print(f"wrote {path} and {picture}")
     return 0

@@ -10,18 +10,7 @@ import platform
 import torch
 
 import dit_sparse
-from dit_sparse.utils import package_version
-
-PACKAGES = (
-    "torch",
-    "triton",
-    "diffusers",
-    "accelerate",
-    "transformers",
-    "xformers",
-    "torchmetrics",
-    "imageio",
-)
+from dit_sparse.utils import package_versions
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -62,7 +51,7 @@ def collect() -> dict:
         "dit_sparse": dit_sparse.__version__,
         "python": platform.python_version(),
         "platform": platform.platform(),
-        "packages": {name: package_version(name) for name in PACKAGES},
+        "packages": package_versions(),
         "triton_interpret": os.environ.get("TRITON_INTERPRET", "0") == "1",
         "devices": devices,
         "backends": backends,

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..generation import _as_frames
+from ..utils import pipeline_frames
 from . import GENERATION_DEFAULTS
 from .scenes import COLORS, DIRECTIONS, evaluation_scenes, render
 
@@ -121,7 +121,7 @@ def measure_adherence(
         obj = scene.objects[0]
         generator = torch.Generator("cpu").manual_seed(seed + i)
         kwargs = {"output_type": "np", **(call_kwargs or {})}
-        video = _as_frames(pipe(scene.prompt, generator=generator, **kwargs))
+        video = pipeline_frames(pipe(scene.prompt, generator=generator, **kwargs))
         reading = read_object(video)
         if keep_videos:
             videos.append(video)
@@ -171,9 +171,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sheet", help="write a PNG contact sheet here: one row of 5 frames per sample, in order")
     parser.add_argument("--no-progress", dest="progress", action="store_false")
     args = parser.parse_args(argv)
-    from ..cli._args import parse_params
     from ..config import SparseAttentionConfig
     from ..integration.apply import apply_sparse_attention
+    from ..utils import parse_params
 
     pipe = load_pipeline(args.model)
     pipe.set_progress_bar_config(disable=True)
@@ -326,7 +326,7 @@ def direction_steering(
                     output_type="np",
                     **kwargs,
                 )
-                readings.append(read_object(_as_frames(out)).direction)
+                readings.append(read_object(pipeline_frames(out)).direction)
             counts["follows_clip"] += readings[0] == direction
             counts["swapped_follows_word"] += readings[1] == OPPOSITE_DIRECTIONS[direction]
             counts["swapped_follows_clip"] += readings[1] == direction

@@ -11,6 +11,7 @@ from typing import Any
 import torch
 
 from ..config import SparseAttentionConfig
+from ..plan import PLAN_FORMAT, SparsityPlan, config_hash
 from .bridge import backend_member
 from .hooks import ATTENTION_HOOK, TRANSFORMER_HOOK, SparseAttentionHook, SparseTransformerHook, register, unregister
 from .specs import spec_for
@@ -36,8 +37,6 @@ def _transformers(target: Any) -> list[tuple[str, torch.nn.Module]]:
 
 
 def _load_config(config: Any) -> SparseAttentionConfig:
-    from ..calibration.plan import PLAN_FORMAT, SparsityPlan
-
     if isinstance(config, SparseAttentionConfig):
         return config
     if isinstance(config, SparsityPlan):
@@ -68,6 +67,40 @@ def _plan_config(plan: Any) -> SparseAttentionConfig:
     return SparseAttentionConfig(plan.provenance.search.method, plan=plan, block_size=plan.block_size)
 
 
+def _check_plan_model(plan: SparsityPlan, transformer: torch.nn.Module) -> None:
+    """ValueError unless ``transformer`` is the kind of model ``plan`` was made for.
+
+    Checks the class, the number of self-attention layers and the heads of each; a different config
+    hash (e.g. another patch size) with everything else equal is logged as a warning.
+    """
+    name = type(transformer).__name__
+    expected = plan.provenance.model_class
+    if name != expected:
+        raise ValueError(
+            f"this plan was calibrated for a {expected}, but the model is a {name}; calibrate a plan for it"
+        )
+    layers = spec_for(transformer).self_attention(transformer)
+    if len(layers) != plan.num_layers:
+        raise ValueError(
+            f"this plan has {plan.num_layers} self-attention layers, but the {name} has {len(layers)}; "
+            "it was calibrated for another model size"
+        )
+    heads = [int(getattr(layer, "heads", 0)) for layer in layers]
+    wrong = [(i, p, m) for i, (p, m) in enumerate(zip(plan.heads_per_layer, heads, strict=True)) if p != m]
+    if wrong:
+        layer, planned, actual = wrong[0]
+        raise ValueError(
+            f"this plan has {planned} heads in layer {layer}, but the {name} has {actual} there "
+            f"({len(wrong)} layer(s) differ); it was calibrated for another model size"
+        )
+    if plan.provenance.config_hash is not None and plan.provenance.config_hash != config_hash(transformer):
+        logger.warning(
+            "dit-sparse: the %s config differs from the one this plan was calibrated on (same layers and "
+            "heads); its patterns may fit less well",
+            name,
+        )
+
+
 def apply_sparse_attention(target: Any, config: Any = None) -> None:
     """Replace the self-attention of a diffusers pipeline's transformer(s) with sparse attention.
 
@@ -90,7 +123,7 @@ def apply_sparse_attention(target: Any, config: Any = None) -> None:
     if config.plan is not None:
         if len(transformers) != 1:
             raise ValueError(f"a plan covers one transformer; this pipeline has {[n for n, _ in transformers]}")
-        config.plan.check_model(transformers[0][1])
+        _check_plan_model(config.plan, transformers[0][1])
     for (_, module), spec in zip(transformers, specs, strict=True):
         if getattr(module, _STATE_ATTR, None) is not None:
             _remove(module)

@@ -10,9 +10,9 @@ from typing import Any
 
 import torch
 
-from ..attention import block_sparse_attention
+from ..attention import block_sparse_attention, pyramid_attention
 from ..config import SparseAttentionConfig
-from ..kernels.pyramid import PYRAMID_BACKENDS, pyramid_attention
+from ..kernels.pyramid import PYRAMID_BACKENDS
 from ..layout import VideoLayout, invert_permutation
 from ..levels import LevelMask
 from ..mask import BlockSparseMask

@@ -244,9 +244,8 @@ def _attention_tma_source(variant: Variant):
 def _block_mass_source(variant: Variant):
     from triton.compiler import ASTSource
 
-    from ..scoring import _block_mass_kernel
+    from .triton_jit import _block_mass_kernel as fn
 
-    fn = _block_mass_kernel()[0]
     pointers = dict(Q=variant.dtype, K=variant.dtype, LSE="fp32", MASS="fp32")
     ones = {"stride_qd", "stride_kd"}
     block_d = max(16, 1 << (variant.head_dim - 1).bit_length())

@@ -400,10 +400,10 @@ def triton_pyramid_attention(
 
 def triton_pyramid_unsupported_reason(q: torch.Tensor, mask: LevelMask, return_lse: bool) -> str | None:
     """Why the Triton pyramid kernel cannot take this call (None if it can): the attention kernel's rules."""
-    return triton_unavailable_reason(q.device) or triton_unsupported_reason(q, _read_blocks(mask), return_lse)
+    return triton_unavailable_reason(q.device) or triton_unsupported_reason(q, cached_read_blocks(mask), return_lse)
 
 
-def _read_blocks(mask: LevelMask) -> BlockSparseMask:
+def cached_read_blocks(mask: LevelMask) -> BlockSparseMask:
     """The blocks read at any level, cached on the mask (building one checks its rows: a device sync)."""
     if "read_blocks" not in mask._derived:
         mask._derived["read_blocks"] = mask.read_blocks()
@@ -413,74 +413,10 @@ def _read_blocks(mask: LevelMask) -> BlockSparseMask:
 PYRAMID_BACKENDS = ("auto", "reference", "gather", "triton")
 
 
-def pyramid_attention(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    mask: LevelMask,
-    *,
-    scale: float | None = None,
-    return_lse: bool = False,
-    backend: str = "auto",
-) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-    """Attention of q over the full, pooled and dropped kv blocks of a :class:`~dit_sparse.LevelMask`.
-
-    Args:
-        q, k, v (`torch.Tensor` of shape ``(B, H, N, D)``): as for :func:`dit_sparse.block_sparse_attention`.
-        mask (`LevelMask`): levels per (batch or 1, head, q block, kv block).
-        scale (`float`, optional): softmax scale, default ``1 / sqrt(D)``.
-        return_lse (`bool`, defaults to False): also return the LSE ``(B, H, Nq)`` fp32, natural log.
-        backend (`str`, defaults to ``"auto"``): ``"reference"`` (the token-level definition), ``"gather"``
-            (CPU), ``"triton"`` (GPU), or ``"auto"`` (``gather`` on a CPU, ``triton`` on a CUDA GPU where it can
-            run, else ``reference``; ``reference`` wherever gradients are needed). A binary mask (full and
-            dropped blocks only) runs :func:`dit_sparse.block_sparse_attention` with that backend choice instead.
-    """
-    from ..attention import _check_inputs, block_sparse_attention
-
-    if not isinstance(mask, LevelMask):
-        raise ValueError(f"mask must be a dit_sparse.LevelMask, got {type(mask).__name__}")
-    if backend not in PYRAMID_BACKENDS:
-        raise ValueError(f"backend must be one of {list(PYRAMID_BACKENDS)}, got {backend!r}")
-    if mask.is_binary():
-        return block_sparse_attention(q, k, v, mask.to_block_mask(), scale=scale, return_lse=return_lse,
-                                      backend=backend)  # fmt: skip
-    _check_inputs(q, k, v, _read_blocks(mask))
-    if mask.device != q.device:
-        raise ValueError(f"mask is on {mask.device} but q is on {q.device}; move it with mask.to(q.device)")
-    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
-    needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v))
-    if backend == "auto":
-        if needs_grad:
-            backend = "reference"
-        elif q.device.type == "cpu" and flash_cpu_op() is not None:
-            backend = "gather"
-        elif q.device.type == "cuda" and triton_pyramid_unsupported_reason(q, mask, return_lse) is None:
-            backend = "triton"
-        else:
-            backend = "reference"
-    if backend == "gather":
-        if q.device.type != "cpu" or flash_cpu_op() is None:
-            raise ValueError("the gather pyramid backend runs on a CPU with torch's fused CPU attention kernel")
-        if needs_grad:
-            raise ValueError("the gather pyramid backend is inference only; use backend='reference' for gradients")
-        out, lse = gather_pyramid_attention(q, k, v, mask, scale, return_lse)
-    elif backend == "triton":
-        reason = triton_pyramid_unsupported_reason(q, mask, return_lse)
-        if reason is not None:
-            raise ValueError(f"the triton pyramid backend cannot run this call: {reason}")
-        if needs_grad:
-            raise ValueError("the triton pyramid backend is inference only; use backend='reference' for gradients")
-        out, lse = triton_pyramid_attention(q, k, v, mask, scale, return_lse)
-    else:
-        out, lse = reference_pyramid_attention(q, k, v, mask, scale, return_lse)
-    return (out, lse) if return_lse else out
-
-
 __all__ = [
     "DROPPED",
     "pool_keys_values",
     "pooled_tables",
-    "pyramid_attention",
     "reference_pyramid_attention",
     "triton_pyramid_attention",
 ]

@@ -21,6 +21,7 @@ import logging
 
 import torch
 
+from ..heads import head_permutation, head_table
 from ..mask import BlockSparseMask
 from .base import AttentionCall, AttentionPlan, Method
 
@@ -39,8 +40,6 @@ class PlanMethod(Method):
         self._tables: dict = {}
 
     def plan_for(self, call: AttentionCall) -> AttentionPlan:
-        from ..calibration.heads import head_permutation, head_table
-
         bucket = self.plan.bucket_index(call.step)
         key = (call.layout, bucket, call.layer, call.q.device)
         cached = self._cache.get(key)

@@ -9,7 +9,7 @@ from PIL import Image
 from tiny_models import WAN_CALL, call_kwargs, tiny_wan_pipeline
 
 import dit_sparse as ds
-from dit_sparse.calibration import KINDS, SparsityPlan, search_heads
+from dit_sparse.calibration import KINDS, SparsityPlan, render_plan, search_heads
 from dit_sparse.integration.capture import capture_attention_inputs
 from dit_sparse.layout import ORDERS
 from dit_sparse.methods.paro import OrderStatistics, choose_orders
@@ -99,7 +99,7 @@ def test_summary_table_and_picture(plan, tmp_path):
     rows = [line for line in table.splitlines() if line.startswith("| 0-0 |") or line.startswith("| 1-end |")]
     assert len(rows) == 6  # two layers and the "all" row per bucket
     assert all(float(row.split("|")[5].strip().rstrip("x")) >= 1.0 for row in rows)
-    plan.render(tmp_path / "plan.png")
+    render_plan(plan, tmp_path / "plan.png")
     image = Image.open(tmp_path / "plan.png")
     assert image.format == "PNG" and image.width > 100 and image.height > 50
 

@@ -11,7 +11,7 @@ from transformer_cases import CASES, run
 
 import dit_sparse as ds
 from dit_sparse.calibration import MIGRATIONS, HeadPattern, Provenance, SparsityPlan, StepBucket
-from dit_sparse.calibration.heads import head_table
+from dit_sparse.heads import head_table
 from dit_sparse.integration.specs import SPECS
 from dit_sparse.methods import AttentionCall, build_method
 

@@ -9,7 +9,7 @@ import torch
 
 import dit_sparse as ds
 from dit_sparse.calibration import CostModel, HeadPattern, measure_cost_profile, measure_heads, search_heads
-from dit_sparse.calibration.heads import head_table
+from dit_sparse.heads import head_table
 
 LAYOUT = ds.VideoLayout(4, 8, 8)  # 256 tokens, 64 per frame; blocks of 16 -> 16 x 16 blocks
 BLOCK = 16

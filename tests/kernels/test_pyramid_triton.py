@@ -17,9 +17,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import dit_sparse as ds
+from dit_sparse.attention import pyramid_attention
 from dit_sparse.kernels.pyramid import (
     gather_pyramid_attention,
-    pyramid_attention,
     reference_pyramid_attention,
     triton_pyramid_attention,
 )

@@ -9,13 +9,16 @@ safetensors hold data only). The JSON holds:
   (target, steps, candidates), the package version and the date;
 - ``cost_profile``: the cost model the search ranked candidates by (analytic, or a measured kernel profile);
 - ``buckets``: contiguous step ranges ``[start, stop)`` (the last open-ended), each with one list per layer
-  of one :class:`~dit_sparse.calibration.HeadPattern` per head (kind, params, order, density, recall, rel_l2);
+  of one :class:`~dit_sparse.HeadPattern` per head (kind, params, order, density, recall, rel_l2);
 - ``masks_file``: the tensor file's name (same folder), or null.
 
 Loading validates everything (unknown and missing keys at every level, kinds and parameters, bucket ranges,
-layer and head counts, mask tensors) and :meth:`SparsityPlan.check_model` checks it against the model it is
-applied to. A file from a newer schema is refused; older schemas are upgraded by the functions registered
+layer and head counts, mask tensors); :func:`dit_sparse.apply_sparse_attention` checks it against the model it
+is applied to. A file from a newer schema is refused; older schemas are upgraded by the functions registered
 with :func:`register_migration`.
+
+The plan is data that the integration reads; :mod:`dit_sparse.calibration` searches and writes it. This module
+also writes a plan's :func:`summary_table` (the picture is :func:`dit_sparse.calibration.render_plan`).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import hashlib
 import json
 import logging
 import os
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -31,10 +35,12 @@ from typing import Any
 
 import torch
 
-from ..layout import VideoLayout
-from ..mask import SUPPORTED_BLOCK_SIZES
+from ._version import __version__
 from .cost import CostModel
 from .heads import HeadPattern, head_table
+from .layout import VideoLayout
+from .mask import SUPPORTED_BLOCK_SIZES
+from .utils import package_version
 
 logger = logging.getLogger(__name__)
 
@@ -195,9 +201,6 @@ class Provenance:
 
     def __post_init__(self) -> None:
         if self.package_version is None:
-            from .. import __version__
-            from ..utils import package_version
-
             self.package_version = package_version("dit-sparse") or __version__
         if self.created is None:
             self.created = datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -267,6 +270,11 @@ class StepBucket:
 
     def contains(self, step: int) -> bool:
         return step >= self.start and (self.stop is None or step < self.stop)
+
+    @property
+    def label(self) -> str:
+        """Its steps for people: ``"0-9"`` (last step included), or ``"10-end"`` for the open-ended bucket."""
+        return f"{self.start}-end" if self.stop is None else f"{self.start}-{self.stop - 1}"
 
 
 def _mask_name(bucket: int, layer: int, head: int) -> str:
@@ -352,16 +360,8 @@ class SparsityPlan:
         )
 
     def summary_table(self) -> str:
-        """Per bucket and layer: patterns chosen, mean density, expected attention speedup (see ``report``)."""
-        from .report import summary_table
-
+        """Per bucket and layer: patterns chosen, mean density, expected attention speedup (a Markdown table)."""
         return summary_table(self)
-
-    def render(self, path: str | os.PathLike | None = None):
-        """Picture of the plan (layers x heads, colour = pattern, label = density); see ``report.render_plan``."""
-        from .report import render_plan
-
-        return render_plan(self, path)
 
     # -- validation -------------------------------------------------------------------------------------
     def validate(self) -> None:
@@ -426,42 +426,7 @@ class SparsityPlan:
                             f"has {self.layout.video_tokens} video tokens"
                         )
 
-    # -- against a model and a call -----------------------------------------------------------------------
-    def check_model(self, transformer: torch.nn.Module) -> None:
-        """ValueError unless ``transformer`` is the kind of model this plan was made for.
-
-        Checks the class, the number of self-attention layers and the heads of each; a different config
-        hash (e.g. another patch size) with everything else equal is logged as a warning.
-        """
-        from ..integration.specs import spec_for
-
-        name = type(transformer).__name__
-        expected = self.provenance.model_class
-        if name != expected:
-            raise ValueError(
-                f"this plan was calibrated for a {expected}, but the model is a {name}; calibrate a plan for it"
-            )
-        layers = spec_for(transformer).self_attention(transformer)
-        if len(layers) != self.num_layers:
-            raise ValueError(
-                f"this plan has {self.num_layers} self-attention layers, but the {name} has {len(layers)}; "
-                "it was calibrated for another model size"
-            )
-        heads = [int(getattr(layer, "heads", 0)) for layer in layers]
-        wrong = [(i, p, m) for i, (p, m) in enumerate(zip(self.heads_per_layer, heads, strict=True)) if p != m]
-        if wrong:
-            layer, planned, actual = wrong[0]
-            raise ValueError(
-                f"this plan has {planned} heads in layer {layer}, but the {name} has {actual} there "
-                f"({len(wrong)} layer(s) differ); it was calibrated for another model size"
-            )
-        if self.provenance.config_hash is not None and self.provenance.config_hash != config_hash(transformer):
-            logger.warning(
-                "dit-sparse: the %s config differs from the one this plan was calibrated on (same layers and "
-                "heads); its patterns may fit less well",
-                name,
-            )
-
+    # -- against a call ---------------------------------------------------------------------------------
     def check_layout(self, layout: VideoLayout) -> None:
         """ValueError unless ``layout`` is the token grid the plan was calibrated on."""
         if layout != self.layout:
@@ -653,3 +618,72 @@ def plan_tables(plan: SparsityPlan, bucket: int, layer: int, cache: dict | None 
     """The ``(nQ, nK)`` tables of one bucket's layer, one per head, at the plan's layout and block size."""
     heads = plan.buckets[bucket].layers[layer]
     return [head_table(p, plan.layout, plan.block_size, cache) for p in heads]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# for people: what a plan chose
+# ---------------------------------------------------------------------------------------------------------
+
+
+def head_costs(plan: SparsityPlan, bucket: int, layer: int, cache: dict | None = None) -> list[float]:
+    """Each head's cost relative to dense attention under the plan's cost model."""
+    cost = plan.cost_profile
+    n = plan.layout.num_tokens
+    costs = []
+    for pattern in plan.buckets[bucket].layers[layer]:
+        if pattern.kind == "skip":
+            costs.append(cost.skip_cost(n))
+        elif pattern.kind == "dense":
+            costs.append(1.0)
+        else:
+            table = head_table(pattern, plan.layout, plan.block_size, cache)
+            costs.append(cost.cost(float(table.float().mean())))
+    return costs
+
+
+def _kinds(patterns: list[HeadPattern]) -> str:
+    counts = Counter(p.kind for p in patterns)
+    return ", ".join(f"{kind} x{count}" for kind, count in sorted(counts.items(), key=lambda kc: (-kc[1], kc[0])))
+
+
+def _mean_density(patterns: list[HeadPattern]) -> float | None:
+    known = [p.density for p in patterns if p.density is not None]
+    return sum(known) / len(known) if known else None
+
+
+def summary_table(plan: SparsityPlan) -> str:
+    """A Markdown table: per bucket and layer, the patterns chosen, mean density and expected speedup.
+
+    Each bucket ends with an ``all`` row over its layers (speedup of the whole bucket's self-attention). The
+    expected attention speedup of a layer is what the plan's own cost model predicts: the layer's heads cost
+    ``sum_h cost(head)`` against ``H`` for dense attention (see :mod:`dit_sparse.cost`); a measured profile
+    makes it a prediction for the device it was measured on, the analytic one a FLOP ratio.
+    """
+    lines = [
+        f"cost model: {plan.cost_profile.kind}"
+        + (
+            f" ({plan.cost_profile.backend} on {plan.cost_profile.device})"
+            if plan.cost_profile.kind == "measured"
+            else ""
+        ),
+        "",
+        "| steps | layer | patterns | mean density | expected attention speedup |",
+        "|---|---|---|---|---|",
+    ]
+    cache: dict = {}
+    for b, bucket in enumerate(plan.buckets):
+        total_heads, total_cost, all_patterns = 0, 0.0, []
+        for layer, patterns in enumerate(bucket.layers):
+            costs = head_costs(plan, b, layer, cache)
+            density = _mean_density(patterns)
+            shown = "n/a" if density is None else f"{density:.3f}"
+            lines.append(
+                f"| {bucket.label} | {layer} | {_kinds(patterns)} | {shown} | {len(costs) / sum(costs):.2f}x |"
+            )
+            total_heads += len(costs)
+            total_cost += sum(costs)
+            all_patterns += patterns
+        density = _mean_density(all_patterns)
+        shown = "n/a" if density is None else f"{density:.3f}"
+        lines.append(f"| {bucket.label} | all | {_kinds(all_patterns)} | {shown} | {total_heads / total_cost:.2f}x |")
+    return "\n".join(lines)

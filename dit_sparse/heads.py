@@ -36,8 +36,8 @@ from typing import Any
 
 import torch
 
-from ..layout import ORDERS, VideoLayout
-from ..patterns import diagonal, multi_diagonal, radial, sliding_tile, vertical_stripe
+from .layout import ORDERS, VideoLayout
+from .patterns import diagonal, multi_diagonal, radial, sliding_tile, vertical_stripe
 
 KINDS = ("dense", "skip", "diagonal", "multi_diagonal", "vertical_stripe", "radial", "tile", "mask")
 UNION_PARTS = ("diagonal", "multi_diagonal", "vertical_stripe", "radial")
