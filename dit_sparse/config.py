@@ -174,6 +174,30 @@ def _int_key(key: Any) -> Any:
     return int(key) if isinstance(key, str) and key.isdigit() else key
 
 
+def _as_tuple(name: str, value: Any) -> tuple:
+    """A sequence (list from JSON, tuple, range) as a tuple; anything else is refused by name."""
+    if not isinstance(value, (list, tuple, range)):
+        raise ValueError(f"{name} must be a list or tuple of ints, got {value!r}")
+    return tuple(value)
+
+
+def _by_layer(name: str, value: Any) -> dict[int, Any]:
+    """A dict keyed by layer number (ints, or digit strings from JSON), with int keys; else refused by name."""
+    if not isinstance(value, dict):
+        raise ValueError(f"{name} must be a dict keyed by layer number, got {value!r}")
+    converted = {_int_key(k): v for k, v in value.items()}
+    for key in converted:
+        if isinstance(key, bool) or not isinstance(key, int):
+            raise ValueError(f"{name} keys must be layer numbers (ints >= 0), got {key!r}")
+    return converted
+
+
+def _as_params(name: str, value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ValueError(f"{name} must be a dict of method parameters, got {value!r}")
+    return dict(value)
+
+
 def _check_int(name: str, value: Any, minimum: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
@@ -237,13 +261,19 @@ class SparseAttentionConfig:
     ) -> None:
         self.method = method
         self.dense_steps = dense_steps
-        self.dense_layers = tuple(dense_layers)
+        self.dense_layers = _as_tuple("dense_layers", dense_layers)
         self.block_size = block_size
         self.backend = backend
         self.quant = quant
-        self.layer_overrides = {int(k): dict(v) for k, v in (layer_overrides or {}).items()}
-        self.dense_heads = {int(k): tuple(v) for k, v in (dense_heads or {}).items()}
-        merged = dict(params or {})
+        self.layer_overrides = {
+            k: _as_params(f"layer_overrides[{k}]", v)
+            for k, v in _by_layer("layer_overrides", {} if layer_overrides is None else layer_overrides).items()
+        }
+        self.dense_heads = {
+            k: _as_tuple(f"dense_heads[{k}]", v)
+            for k, v in _by_layer("dense_heads", {} if dense_heads is None else dense_heads).items()
+        }
+        merged = _as_params("params", {} if params is None else params)
         merged.update(method_params)
         # JSON turns int layer keys into strings and tuples into lists; normalize both.
         if isinstance(merged.get("assignment"), dict):

@@ -23,3 +23,20 @@ requires_cuda = pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU")
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)
+
+
+# Inputs tried by the fuzz tests (tests/test_fuzz.py records them per test), summed in the terminal summary.
+_FUZZ_INPUTS: dict[str, int] = {}
+
+
+def pytest_runtest_logreport(report) -> None:
+    if report.when == "call":
+        for name, value in report.user_properties:
+            if name == "fuzz_inputs":
+                _FUZZ_INPUTS[report.nodeid.split("::")[-1]] = value
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    if _FUZZ_INPUTS:
+        each = ", ".join(f"{name} {count}" for name, count in sorted(_FUZZ_INPUTS.items()))
+        terminalreporter.write_line(f"fuzzing: {sum(_FUZZ_INPUTS.values())} inputs tried ({each})")
