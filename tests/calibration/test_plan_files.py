@@ -259,3 +259,78 @@ def test_configs_with_plans_reject_what_does_not_apply(kwargs, message):
     assert message in str(info.value)
     with pytest.raises(ValueError, match="plan must be a SparsityPlan, a path to a plan file or a plan dict"):
         ds.SparseAttentionConfig("sparse_vdit", plan=3)
+
+
+# -- fuzzing: mutated valid plans ---------------------------------------------------------------------------
+def _paths(node, prefix=()):
+    """Every (path, value) in a JSON tree."""
+    yield prefix, node
+    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+    for key, child in items:
+        yield from _paths(child, (*prefix, key))
+
+
+ODD_JSON = [None, True, -1, 0, 2**63, 1.5, float("nan"), float("inf"), "", "x", [], {}, [1, "a"], {"a": 1}]
+
+
+def test_mutated_plans_load_valid_or_name_the_problem(tmp_path, record_property):
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    good = tmp_path / "good.json"
+    make_plan().save(good)
+    text = good.read_text()
+    tensors = (tmp_path / "good.safetensors").read_bytes()
+    paths = [p for p, _ in _paths(json.loads(text)) if p]
+    tried, refused = [0], [0]
+
+    @settings(max_examples=250, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+    @given(
+        st.sampled_from(["value", "delete", "truncate", "flip", "tensor_bytes", "tensor_truncate"]),
+        st.integers(0, 10**6),
+        st.sampled_from(ODD_JSON),
+        st.integers(0, 255),
+    )
+    def run(kind, where, value, byte):
+        tried[0] += 1
+        plan_path, tensor_path = tmp_path / "plan.json", tmp_path / "plan.safetensors"
+        data, blob = json.loads(text), tensors
+        if kind in ("value", "delete"):
+            path = paths[where % len(paths)]
+            parent = data
+            for key in path[:-1]:
+                parent = parent[key]
+            if kind == "value":
+                parent[path[-1]] = value
+            else:
+                del parent[path[-1]]
+            content = json.dumps(data).replace('"good.safetensors"', '"plan.safetensors"')
+        else:
+            content = text.replace('"good.safetensors"', '"plan.safetensors"')
+        if kind == "truncate":
+            content = content[: where % len(content)]
+        elif kind == "flip":
+            i = where % len(content)
+            content = content[:i] + chr(byte % 94 + 33) + content[i + 1 :]
+        elif kind == "tensor_bytes":
+            i = where % len(blob)
+            blob = blob[:i] + bytes([byte]) + blob[i + 1 :]
+        elif kind == "tensor_truncate":
+            blob = blob[: where % len(blob)]
+        plan_path.write_text(content)
+        tensor_path.write_bytes(blob)
+        try:
+            plan = SparsityPlan.load(plan_path)
+        except ValueError as error:
+            refused[0] += 1
+            message = str(error)
+            assert message.strip() and ("plan" in message or str(plan_path) in message), message
+            return
+        # accepted: a valid plan that saves and loads back to itself
+        again = tmp_path / "again.json"
+        plan.save(again)
+        assert SparsityPlan.load(again) == plan
+
+    run()
+    record_property("fuzz_inputs", tried[0])
+    assert refused[0] > tried[0] // 4  # most mutations are errors, and each was named
