@@ -28,7 +28,7 @@ BACKEND_NAMES = ("auto", "reference", "gather", "flex", "flex-flash", "triton", 
 METHOD_PARAMS: dict[str, dict[str, Any]] = {
     "dense": {},
     # Radial attention (Li et al., 2025): band width decays with temporal distance; see patterns/radial.py.
-    "radial": {"decay_factor": 1.0, "sink_frames": None, "dense_distance": 1},
+    "radial": {"decay_factor": 1.0, "sink_frames": None, "dense_distance": 1, "block_rule": "paper"},
     # Sparse-vDiT (Chen et al., 2025): per-(layer, head) static patterns; see methods/sparse_vdit.py.
     "sparse_vdit": {"assignment": None, "diagonal_width": None, "multi_diagonal_width": None, "max_distance": None},
     # Sliding tile attention (Zhang et al., 2025): tiles of (t, h, w) latent cells, a window of tiles.
@@ -436,6 +436,10 @@ def _validate_quant(quant: Any, method: str, backend: str) -> None:
 
 
 def _validate_radial(params: dict[str, Any], block_size: int) -> None:
+    if "block_rule" in params:
+        from .patterns.radial import check_block_rule
+
+        check_block_rule(params["block_rule"])
     if "decay_factor" in params:
         value = params["decay_factor"]
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:

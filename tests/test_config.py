@@ -12,7 +12,7 @@ def test_round_trip_and_defaults():
     )
     again = SparseAttentionConfig.from_dict(cfg.to_dict())
     assert again == cfg
-    assert cfg.method_params() == {"decay_factor": 2.0, "sink_frames": None, "dense_distance": 1}
+    assert cfg.method_params() == {"decay_factor": 2.0, "sink_frames": None, "dense_distance": 1, "block_rule": "paper"}
     assert cfg.layer_is_dense(0) and cfg.layer_is_dense(1) and not cfg.layer_is_dense(2)
     assert SparseAttentionConfig("dense").layer_is_dense(7)
 
