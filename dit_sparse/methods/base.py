@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -54,6 +56,52 @@ class AttentionPlan:
     permutation: torch.Tensor | None = None
     dense: bool = False  # run this call dense (e.g. before a method's first search); mask is then ignored
     skip_heads: tuple[int, ...] = ()  # heads computed by no kernel; their output is uniform attention (mean of V)
+
+
+class LayoutCache(dict):
+    """A method's cache keyed by tuples whose first element is the call's :class:`VideoLayout`, bounded by layout.
+
+    It holds the entries of the ``max_layouts`` most recently used layouts; storing one for a new layout
+    beyond that drops every entry of the least recently used one. A process that generates at many
+    resolutions (a server) keeps a bounded set of masks, rebuilding those of a layout it has not used lately.
+    Reads through ``get``, ``[]`` and stores through ``[]=`` count as uses.
+    """
+
+    def __init__(self, max_layouts: int = 8) -> None:
+        super().__init__()
+        self.max_layouts = max_layouts
+        self._recent: OrderedDict[VideoLayout, None] = OrderedDict()  # least recently used first
+
+    def _use(self, layout: VideoLayout) -> None:
+        self._recent[layout] = None
+        self._recent.move_to_end(layout)
+
+    def get(self, key: tuple, default: Any = None) -> Any:
+        if key in self:
+            self._use(key[0])
+            return super().__getitem__(key)
+        return default
+
+    def __getitem__(self, key: tuple) -> Any:
+        value = super().__getitem__(key)
+        self._use(key[0])
+        return value
+
+    def __setitem__(self, key: tuple, value: Any) -> None:
+        super().__setitem__(key, value)
+        self._use(key[0])
+        while len(self._recent) > self.max_layouts:
+            oldest, _ = self._recent.popitem(last=False)
+            for stale in [k for k in self if k[0] == oldest]:
+                super().__delitem__(stale)
+
+    def layouts(self) -> list[VideoLayout]:
+        """The layouts held, least recently used first."""
+        return list(self._recent)
+
+    def clear(self) -> None:
+        super().clear()
+        self._recent.clear()
 
 
 class Method:

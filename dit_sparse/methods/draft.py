@@ -20,7 +20,7 @@ import torch
 from ..kernels.triton_block_sparse import triton_unavailable_reason
 from ..mask import BlockSparseMask
 from ..patterns._tiles import blocks_from_tile_keep, tile_grid, tile_incidence, tile_of_position
-from .base import AttentionCall, AttentionPlan, Method
+from .base import AttentionCall, AttentionPlan, LayoutCache, Method
 
 
 def pool_windows(x: torch.Tensor, tile_of: torch.Tensor, n_tiles: int, backend: str = "auto") -> torch.Tensor:
@@ -100,7 +100,7 @@ class DraftMethod(Method):
 
     def __init__(self, config, spec) -> None:
         super().__init__(config, spec)
-        self._layouts: dict[tuple, tuple] = {}
+        self._layouts = LayoutCache()
 
     def _tiles(self, call: AttentionCall, window: tuple[int, int]):
         key = (call.layout, window, self.config.block_size, call.q.device)

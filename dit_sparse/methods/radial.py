@@ -5,7 +5,7 @@ from __future__ import annotations
 from ..layout import VideoLayout
 from ..mask import BlockSparseMask
 from ..patterns.radial import radial
-from .base import AttentionCall, Method
+from .base import AttentionCall, LayoutCache, Method
 
 
 class RadialMethod(Method):
@@ -24,7 +24,7 @@ class RadialMethod(Method):
 
     def __init__(self, config, spec) -> None:
         super().__init__(config, spec)
-        self._cache: dict[tuple, BlockSparseMask] = {}
+        self._cache = LayoutCache()
 
     def mask_for(self, call: AttentionCall) -> BlockSparseMask:
         params = self.config.method_params(call.layer)

@@ -9,7 +9,7 @@ head offline, which arrives with calibration.
 from __future__ import annotations
 
 from ..patterns.sliding_tile import sliding_tile
-from .base import AttentionCall, AttentionPlan, Method
+from .base import AttentionCall, AttentionPlan, LayoutCache, Method
 
 
 class SlidingTileMethod(Method):
@@ -17,7 +17,7 @@ class SlidingTileMethod(Method):
 
     def __init__(self, config, spec) -> None:
         super().__init__(config, spec)
-        self._cache: dict[tuple, AttentionPlan] = {}
+        self._cache = LayoutCache()
 
     def plan_for(self, call: AttentionCall) -> AttentionPlan:
         params = self.config.method_params(call.layer)

@@ -25,7 +25,7 @@ import torch
 from ..layout import VideoLayout
 from ..mask import BlockSparseMask
 from ..patterns import diagonal, multi_diagonal, vertical_stripe
-from .base import AttentionCall, AttentionPlan, Method
+from .base import AttentionCall, AttentionPlan, LayoutCache, Method
 
 PATTERNS = ("diagonal", "multi_diagonal", "vertical_stripe", "dense", "skip")
 DEFAULT_PATTERNS = ("diagonal+vertical_stripe", "multi_diagonal+vertical_stripe")
@@ -47,7 +47,7 @@ class SparseVDiTMethod(Method):
 
     def __init__(self, config, spec) -> None:
         super().__init__(config, spec)
-        self._cache: dict[tuple, BlockSparseMask] = {}
+        self._cache = LayoutCache()
 
     def head_patterns(self, layer: int, num_heads: int) -> tuple[str, ...]:
         assignment = self.config.method_params(layer)["assignment"]

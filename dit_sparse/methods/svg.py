@@ -35,7 +35,7 @@ import torch
 from ..layout import VideoLayout, invert_permutation
 from ..mask import BlockSparseMask
 from ..patterns import diagonal, vertical_stripe
-from .base import AttentionCall, AttentionPlan, Method
+from .base import AttentionCall, AttentionPlan, LayoutCache, Method
 
 
 def svg_band_width(layout: VideoLayout, sparsity: float) -> int:
@@ -101,7 +101,7 @@ class SVGMethod(Method):
 
     def __init__(self, config, spec) -> None:
         super().__init__(config, spec)
-        self._candidates: dict[tuple, list[tuple[BlockSparseMask, torch.Tensor]]] = {}
+        self._candidates = LayoutCache()
         self.last_choice: dict[int, list[str]] = {}
 
     @staticmethod
