@@ -45,7 +45,8 @@ METHOD_PARAMS: dict[str, dict[str, Any]] = {
         "seed": 0,
     },
     # SparseD schedule: dense for dense_steps, then masks by block mass found once and reused.
-    "sparsed": {"tau": 0.9, "fraction": None, "min_blocks_per_row": 1},
+    # row_stride > 1 (ours) measures the block mass on every row_stride-th query row only (1 = SparseD's exact mass).
+    "sparsed": {"tau": 0.9, "fraction": None, "min_blocks_per_row": 1, "row_stride": 1},
     # AdaSpa (Xia et al., 2025): searches at search_steps (the paper's 10 and 30 of 50), reuse between.
     "adaspa": {"search_steps": (10, 30), "density": 0.2, "min_blocks_per_row": 1},
     # XAttention (Xu et al., 2025): antidiagonal scores with stride S, cumulative threshold tau; the reference's
@@ -509,6 +510,10 @@ def _validate_sparsed(params: dict[str, Any], block_size: int) -> None:
             _check_fraction(name, params[name])
     if "min_blocks_per_row" in params:
         _check_int("min_blocks_per_row", params["min_blocks_per_row"], 1)
+    if "row_stride" in params:
+        _check_int("row_stride", params["row_stride"], 1)
+        if block_size % params["row_stride"]:
+            raise ValueError(f"row_stride must divide the block size {block_size}, got {params['row_stride']}")
 
 
 def _validate_adaspa(params: dict[str, Any], block_size: int) -> None:

@@ -4,7 +4,8 @@ The schedule of SparseD (Wang et al., 2025, "SparseD: Sparse Attention for Diffu
 https://arxiv.org/abs/2509.24014), as the architecture applies it to video DiTs: the early denoising steps
 matter most and run dense (``dense_steps``); at the first sparse step each layer, context (cond / uncond)
 and batch entry measures its exact block attention mass (:func:`dit_sparse.scoring.block_attention_mass`,
-no N x N), keeps per head the blocks that hold ``tau`` of each query block's mass (or the top
+no N x N; with ``row_stride`` s > 1, ours, the mass averaged over every s-th query row of each q block, at
+1/s of the search's cost), keeps per head the blocks that hold ``tau`` of each query block's mass (or the top
 ``fraction`` of blocks), and reuses that mask for every later step. Text rows and columns stay dense.
 """
 
@@ -43,7 +44,9 @@ class SparseDMethod(Method):
             self.reuses += 1
             return mask
         params = self.config.method_params(call.layer)
-        mass = block_attention_mass(call.q, call.k, block_size=self.config.block_size)
+        block, stride = self.config.block_size, params["row_stride"]
+        # every stride-th query row: the same q blocks, each of block / stride sampled rows
+        mass = block_attention_mass(call.q[:, :, ::stride], call.k, block_size=(block // stride, block))
         mask = masks_from_mass(mass, call.layout, self.config.block_size, params)
         self._masks[key] = mask
         self.searches += 1
