@@ -3,7 +3,15 @@ from __future__ import annotations
 import torch
 
 from dit_sparse import VideoLayout
-from dit_sparse.bench.patterns import DYNAMIC, FAMILIES, fit_density, pattern_quality, relative_l2
+from dit_sparse.bench.patterns import (
+    DYNAMIC,
+    FAMILIES,
+    PAPER_SETTINGS,
+    fit_density,
+    paper_setting_rows,
+    pattern_quality,
+    relative_l2,
+)
 from dit_sparse.integration.capture import CapturedAttention
 
 
@@ -31,6 +39,19 @@ def test_pattern_quality_rows_and_the_dense_limit():
         if row["density"] == 1.0:
             assert row["rel_l2"] < 1e-5 and row["recall"] > 1 - 1e-5  # a full mask is dense attention
     assert relative_l2(q, q) == 0.0
+
+
+def test_paper_setting_rows_one_per_method():
+    layout = VideoLayout(5, 6, 7)
+    q, k, v = (torch.randn(1, 2, layout.num_tokens, 16) for _ in range(3))
+    call = CapturedAttention(layer=0, step=7, context=None, layout=layout, q=q, k=k, v=v)
+    rows = paper_setting_rows([call], block_size=16)
+    assert [row["family"] for row in rows] == [name for name, _, _ in PAPER_SETTINGS]
+    by_name = {row["family"]: row for row in rows}
+    for row in rows:
+        assert 0 < row["density"] <= 1 and 0 <= row["rel_l2"] < 2 and 0 < row["recall"] <= 1 + 1e-6
+    # the lossless cover rule keeps every block the paper rule keeps, and more
+    assert by_name["radial (cover)"]["density"] >= by_name["radial (paper)"]["density"]
 
 
 def test_embedded_source_captures_every_layer_of_the_trained_model():
