@@ -9,16 +9,21 @@ cycling through every (resolution, frame count, guidance on/off) and switching t
   once per distinct setting in a child process), so no mask, permutation or schedule of an earlier run
   leaks into a later one;
 - after :func:`dit_sparse.remove_sparse_attention` no dit-sparse hook or processor is left on the transformer;
-- resident memory (``/proc/self/statm``) after each run; the report gives it after rounds 1, 10 and the last,
-  and the growth from the end of the first cycle through every setting to the end.
+- the tensors alive after each run (a leak of masks or buffers grows this), and resident memory
+  (``/proc/self/statm``) after each run; the report gives it after rounds 1, 10 and the last,
+  and the growth of its peak after the first cycle through every setting over the peak within that cycle (it
+  moves with the setting: a larger video needs more).
 
-``python benchmarks/long_run.py --rounds 30`` is the full run on the embedded model (about a minute on two
-cores at the default tiny sizes); the test suite runs it with fewer rounds.
+``python benchmarks/long_run.py --rounds 30`` is the run on the embedded model (under a minute on two cores at
+the default tiny sizes, most of it the fresh-process references); ``--rounds 144 --no-fresh-check`` also checks
+that the live tensors repeat exactly from one period of the schedule (48 runs) to the next. The test suite runs
+it with fewer rounds.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import itertools
 import json
 import os
@@ -58,6 +63,10 @@ class RunSetting:
     seed: int
 
 
+# The schedule repeats itself exactly every PERIOD runs (settings, methods and seeds).
+PERIOD = 48
+
+
 def schedule(rounds: int) -> list[RunSetting]:
     """``rounds`` settings: every (size, frames, guidance) in turn, the method changing every run."""
     grid = list(itertools.product(SIZES, FRAMES, GUIDANCE))
@@ -82,6 +91,12 @@ def resident_bytes() -> int:
             return psutil.Process().memory_info().rss
         except ImportError:
             return 0
+
+
+def live_tensors() -> int:
+    """Tensors alive in this process (after a garbage collection): flat across rounds unless something leaks."""
+    gc.collect()
+    return sum(1 for obj in gc.get_objects() if isinstance(obj, torch.Tensor))
 
 
 def generate(pipe, setting: RunSetting) -> np.ndarray:
@@ -162,7 +177,7 @@ def run(rounds: int, *, check_fresh: bool = True, progress: bool = True) -> dict
                 expected = {s: saved[str(i)] for i, s in enumerate(distinct)}
     pipe = load_pipeline()
     pipe.set_progress_bar_config(disable=True)
-    memory, mismatches, leftovers = [], [], []
+    memory, tensors, mismatches, leftovers = [], [], [], []
     for index, setting in enumerate(tqdm(runs, desc="long run", disable=not progress)):
         _apply(pipe, setting.method)
         if setting.method == "dense":
@@ -172,15 +187,26 @@ def run(rounds: int, *, check_fresh: bool = True, progress: bool = True) -> dict
             diff = float(np.abs(frames.astype(np.float64) - expected[setting]).max())
             mismatches.append(f"run {index + 1} {setting}: differs from a fresh process by up to {diff:.3g}")
         memory.append(resident_bytes())
-    cycle = len(SIZES) * len(FRAMES) * len(GUIDANCE)
-    baseline = memory[min(cycle, len(memory)) - 1]
+        tensors.append(live_tensors())
+    # Memory follows the setting (a larger video needs more), so compare peaks: the first cycle through every
+    # setting against the rounds after it.
+    cycle = min(len(SIZES) * len(FRAMES) * len(GUIDANCE), len(memory))
+    first_peak, later_peak = max(memory[:cycle]), max(memory[cycle:], default=max(memory[:cycle]))
     mib = 2**20
     report = {
         "rounds": rounds,
         "settings": len(distinct),
         "resident_mib": {str(r): round(memory[r - 1] / mib, 1) for r in sorted({1, min(10, rounds), rounds})},
-        "growth_after_first_cycle_mib": round((memory[-1] - baseline) / mib, 1),
+        "peak_first_cycle_mib": round(first_peak / mib, 1),
+        "peak_after_first_cycle_mib": round(later_peak / mib, 1),
+        "growth_after_first_cycle_mib": round((later_peak - first_peak) / mib, 1),
         "resident_mib_per_round": [round(m / mib, 1) for m in memory],
+        "live_tensors_per_round": tensors,
+        # once every method has cached every layout, one period of the schedule must leave exactly what the
+        # period before it left (needs three periods: the first fills the caches)
+        "live_tensors_repeat_across_periods": (
+            tensors[-PERIOD:] == tensors[-2 * PERIOD : -PERIOD] if rounds >= 3 * PERIOD else None
+        ),
         "compared_with_fresh_process": check_fresh,
         "mismatches": mismatches,
         "leftover_hooks": leftovers,
@@ -204,5 +230,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.out:
         with open(args.out, "w") as f:
             f.write(text + "\n")
-    print(json.dumps({k: v for k, v in report.items() if k != "resident_mib_per_round"}, indent=1))
-    return 0 if not report["mismatches"] and not report["leftover_hooks"] else 1
+    per_round = ("resident_mib_per_round", "live_tensors_per_round")
+    print(json.dumps({k: v for k, v in report.items() if k not in per_round}, indent=1))
+    ok = not report["mismatches"] and not report["leftover_hooks"]
+    return 0 if ok and report["live_tensors_repeat_across_periods"] is not False else 1
