@@ -35,21 +35,26 @@ def _normalize_pair(value: int | tuple[int, int] | list[int], what: str) -> tupl
     return int(value[0]), int(value[1])
 
 
+def check_sizes(block_size: int | tuple[int, int], seq_len: tuple[int, int]) -> tuple[tuple[int, int], tuple[int, int]]:
+    """``((bq, bk), (Nq, Nk))``: supported block sizes and a positive sequence length, or a ValueError."""
+    bq, bk = _normalize_pair(block_size, "block_size")
+    for b in (bq, bk):
+        if b not in SUPPORTED_BLOCK_SIZES:
+            raise ValueError(f"block sizes must be in {SUPPORTED_BLOCK_SIZES}, got {(bq, bk)}")
+    nq, nk = _normalize_pair(seq_len, "seq_len")
+    if nq < 1 or nk < 1:
+        raise ValueError(f"seq_len must be positive, got {(nq, nk)}")
+    return (bq, bk), (nq, nk)
+
+
 def check_block_geometry(
     table: torch.Tensor, block_size: int | tuple[int, int], seq_len: tuple[int, int] | None, what: str
 ) -> tuple[tuple[int, int], tuple[int, int]]:
     """``((bq, bk), (Nq, Nk))`` of a per-block ``table`` ``(..., nQ, nK)``: supported block sizes, a positive
     ``seq_len`` (default: whole blocks) that needs exactly ``nQ x nK`` blocks; a ValueError naming ``what``."""
     bq, bk = _normalize_pair(block_size, "block_size")
-    for b in (bq, bk):
-        if b not in SUPPORTED_BLOCK_SIZES:
-            raise ValueError(f"block sizes must be in {SUPPORTED_BLOCK_SIZES}, got {(bq, bk)}")
     n_q_blocks, n_kv_blocks = table.shape[-2:]
-    if seq_len is None:
-        seq_len = (n_q_blocks * bq, n_kv_blocks * bk)
-    nq, nk = _normalize_pair(seq_len, "seq_len")
-    if nq < 1 or nk < 1:
-        raise ValueError(f"seq_len must be positive, got {(nq, nk)}")
+    (bq, bk), (nq, nk) = check_sizes((bq, bk), (n_q_blocks * bq, n_kv_blocks * bk) if seq_len is None else seq_len)
     if n_q_blocks != math.ceil(nq / bq) or n_kv_blocks != math.ceil(nk / bk):
         raise ValueError(
             f"{what} has {n_q_blocks} x {n_kv_blocks} blocks, but seq_len {(nq, nk)} with block_size "
@@ -180,8 +185,12 @@ class BlockSparseMask:
             kv_indices (`torch.LongTensor` or `IntTensor` of shape ``(B, H, nQ, K)``): kv block ids.
             kv_num_blocks (`torch.Tensor` of shape ``(B, H, nQ)``): how many leading entries are valid.
         """
-        bq, bk = _normalize_pair(block_size, "block_size")
-        nq, nk = _normalize_pair(seq_len, "seq_len")
+        (bq, bk), (nq, nk) = check_sizes(block_size, seq_len)
+        if not isinstance(kv_indices, torch.Tensor) or not isinstance(kv_num_blocks, torch.Tensor):
+            raise ValueError(
+                f"kv_indices and kv_num_blocks must be tensors, got {type(kv_indices).__name__} and "
+                f"{type(kv_num_blocks).__name__}"
+            )
         n_kv_blocks = math.ceil(nk / bk)
         if kv_indices.dim() != 4 or kv_num_blocks.shape != kv_indices.shape[:3]:
             raise ValueError(

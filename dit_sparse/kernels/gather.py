@@ -48,7 +48,9 @@ def _buffer(name: str, numel: int, dtype: torch.dtype) -> torch.Tensor:
     """A reused 1-D buffer of at least ``numel`` elements of ``dtype`` for this thread."""
     buffers = _workspace.__dict__.setdefault("buffers", {})
     buf = buffers.get((name, dtype))
-    if buf is None or buf.numel() < numel:
+    # a buffer made under torch.inference_mode() cannot be written outside it: make a new one then
+    stale = buf is not None and buf.is_inference() and not torch.is_inference_mode_enabled()
+    if buf is None or stale or buf.numel() < numel:
         buf = buffers[(name, dtype)] = torch.empty(numel, dtype=dtype)
     return buf[:numel]
 

@@ -134,3 +134,15 @@ def test_gather_buffers_stay_within_the_chunk_budget():
     kv_bytes = sum(buffers[(name, torch.float32)].numel() * 4 for name in ("k", "v"))
     assert kv_bytes <= gather_module._CHUNK_BYTES
     assert buffers[("q", torch.float32)].numel() * 4 <= gather_module._CHUNK_BYTES
+
+
+def test_buffers_made_under_inference_mode_do_not_break_later_calls():
+    """The reused gather buffers of a call under torch.inference_mode() are inference tensors; a later call
+    outside it (e.g. a pipeline under no_grad) must not write into them."""
+    q = torch.randn(1, 2, 256, 16)
+    mask = ds.BlockSparseMask.from_dense(torch.eye(4, dtype=torch.bool).expand(1, 2, 4, 4).contiguous(), 64)
+    with torch.inference_mode():
+        inside = ds.block_sparse_attention(q, q, q, mask, backend="gather")
+    with torch.no_grad():
+        outside = ds.block_sparse_attention(q, q, q, mask, backend="gather")
+    assert torch.equal(inside, outside)
