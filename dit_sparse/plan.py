@@ -614,12 +614,6 @@ def _load_masks(
         raise ValueError(f"{where}: {masks_file} holds tensors no head uses: {extra[:5]}")
 
 
-def plan_tables(plan: SparsityPlan, bucket: int, layer: int, cache: dict | None = None) -> list[torch.Tensor]:
-    """The ``(nQ, nK)`` tables of one bucket's layer, one per head, at the plan's layout and block size."""
-    heads = plan.buckets[bucket].layers[layer]
-    return [head_table(p, plan.layout, plan.block_size, cache) for p in heads]
-
-
 # ---------------------------------------------------------------------------------------------------------
 # for people: what a plan chose
 # ---------------------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""SparsityPlan files: round trip, every load error with the file that triggers it, checks against the model."""
+"""SparsityPlan files (dit_sparse/plan.py): round trip, every load error with its file, checks against the model."""
 
 from __future__ import annotations
 
