@@ -1,4 +1,4 @@
-"""Tiny randomly initialized diffusers pipelines of the four supported families, built offline.
+"""Tiny randomly initialized diffusers pipelines of the supported families, built offline.
 
 Everything is built from configs (no hub ids, no downloads): the transformers, the VAEs, the text encoders
 and word-level tokenizers made in memory with the `tokenizers` library. Each factory seeds torch itself, so
@@ -10,6 +10,7 @@ and its latent token grid is not a multiple of 64 (so the last attention block i
 - Flux:      36 x 44 px              -> latents 18 x 22 (VAE /2) -> packed 2 x 2 -> 9 x 11 = 99 tokens.
 - CogVideoX: 9 frames, 144 x 112 px  -> latents 3 x 18 x 14 -> patch 2 -> 3 x 9 x 7 = 189 tokens.
 - Hunyuan:   13 frames, 112 x 144 px -> latents 4 x 14 x 18 -> patch (1, 2, 2) -> 4 x 7 x 9 = 252 tokens.
+- SkyReels-V2 and Wan VACE: as Wan (their transformers are Wan's, with other conditioning).
 
 Text sequences are 16 tokens (T5/UMT5/Llama after the template crop) plus the pooled CLIP vector where the
 family uses one. Build the call arguments with `call_kwargs`, e.g.
@@ -34,8 +35,14 @@ from diffusers import (
     FluxTransformer2DModel,
     HunyuanVideoPipeline,
     HunyuanVideoTransformer3DModel,
+    SkyReelsV2DiffusionForcingPipeline,
+    SkyReelsV2Pipeline,
+    SkyReelsV2Transformer3DModel,
+    UniPCMultistepScheduler,
     WanPipeline,
     WanTransformer3DModel,
+    WanVACEPipeline,
+    WanVACETransformer3DModel,
 )
 from tokenizers import Tokenizer, normalizers, pre_tokenizers, processors
 from tokenizers.models import WordLevel
@@ -386,6 +393,88 @@ def tiny_hunyuan_pipeline() -> HunyuanVideoPipeline:
 
 
 # ---------------------------------------------------------------------------------------------------------
+# SkyReels-V2: SkyReelsV2Transformer3DModel (Wan-derived) + the Wan VAE + UMT5 + UniPC flow matching
+# ---------------------------------------------------------------------------------------------------------
+
+SKYREELS_CALL: dict[str, Any] = WAN_CALL  # same grid: 3 x 9 x 7 = 189 tokens
+
+
+def tiny_skyreels_transformer() -> SkyReelsV2Transformer3DModel:
+    torch.manual_seed(SEED)
+    model = SkyReelsV2Transformer3DModel(
+        patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=16, in_channels=WAN_LATENT_CHANNELS,
+        out_channels=WAN_LATENT_CHANNELS, text_dim=TEXT_DIM, freq_dim=32, ffn_dim=64, num_layers=2,
+        cross_attn_norm=True, qk_norm="rms_norm_across_heads", rope_max_seq_len=64,
+    )  # fmt: skip
+    return model.eval()
+
+
+def _skyreels_scheduler() -> UniPCMultistepScheduler:
+    # As the SkyReels-V2 checkpoints: UniPC on shifted flow-matching sigmas.
+    return UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=8.0)
+
+
+def tiny_skyreels_pipeline() -> SkyReelsV2Pipeline:
+    pipe = SkyReelsV2Pipeline(
+        tokenizer=t5_tokenizer(),
+        text_encoder=tiny_umt5_encoder(),
+        transformer=tiny_skyreels_transformer(),
+        vae=tiny_wan_vae(),
+        scheduler=_skyreels_scheduler(),
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def tiny_skyreels_diffusion_forcing_pipeline() -> SkyReelsV2DiffusionForcingPipeline:
+    """The diffusion-forcing pipeline: per-frame timesteps (call it with ``ar_step`` > 0 for the asynchronous
+    schedule, where frames start denoising ``ar_step`` steps after the previous one)."""
+    pipe = SkyReelsV2DiffusionForcingPipeline(
+        tokenizer=t5_tokenizer(),
+        text_encoder=tiny_umt5_encoder(),
+        transformer=tiny_skyreels_transformer(),
+        vae=tiny_wan_vae(),
+        scheduler=_skyreels_scheduler(),
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Wan VACE: WanVACETransformer3DModel (Wan blocks + VACE control blocks) + the Wan VAE + UMT5 + FlowMatchEuler
+# ---------------------------------------------------------------------------------------------------------
+
+# WanVACEPipeline takes one prompt string per call (batch 1, CFG on): the call fixes its prompts. Without a
+# control video the pipeline conditions on a blank one.
+WAN_VACE_CALL: dict[str, Any] = WAN_CALL | {"prompt": PROMPTS[0], "negative_prompt": NEGATIVE_PROMPT}
+
+
+def tiny_wan_vace_transformer() -> WanVACETransformer3DModel:
+    # vace_in_channels: the pipeline's control latents are 2 x the VAE's channels (inactive and reactive
+    # video) + the mask packed 8 x 8 -> 64 channels.
+    torch.manual_seed(SEED)
+    model = WanVACETransformer3DModel(
+        patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=16, in_channels=WAN_LATENT_CHANNELS,
+        out_channels=WAN_LATENT_CHANNELS, text_dim=TEXT_DIM, freq_dim=32, ffn_dim=64, num_layers=2,
+        cross_attn_norm=True, qk_norm="rms_norm_across_heads", rope_max_seq_len=64, vace_layers=[0],
+        vace_in_channels=2 * WAN_LATENT_CHANNELS + 64,
+    )  # fmt: skip
+    return model.eval()
+
+
+def tiny_wan_vace_pipeline() -> WanVACEPipeline:
+    pipe = WanVACEPipeline(
+        tokenizer=t5_tokenizer(),
+        text_encoder=tiny_umt5_encoder(),
+        vae=tiny_wan_vae(),
+        scheduler=FlowMatchEulerDiscreteScheduler(shift=5.0),
+        transformer=tiny_wan_vace_transformer(),
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+# ---------------------------------------------------------------------------------------------------------
 # Registry and call helper
 # ---------------------------------------------------------------------------------------------------------
 
@@ -395,6 +484,8 @@ FAMILIES: dict[str, tuple[Any, Any, dict[str, Any]]] = {
     "flux": (tiny_flux_transformer, tiny_flux_pipeline, FLUX_CALL),
     "cogvideox": (tiny_cogvideox_transformer, tiny_cogvideox_pipeline, COGVIDEOX_CALL),
     "hunyuan": (tiny_hunyuan_transformer, tiny_hunyuan_pipeline, HUNYUAN_CALL),
+    "skyreels_v2": (tiny_skyreels_transformer, tiny_skyreels_pipeline, SKYREELS_CALL),
+    "wan_vace": (tiny_wan_vace_transformer, tiny_wan_vace_pipeline, WAN_VACE_CALL),
 }
 
 # (latent frames, token rows, token columns) after the VAE and patchify for each family's *_CALL settings;
@@ -404,6 +495,8 @@ TOKEN_GRIDS: dict[str, tuple[int, int, int]] = {
     "flux": (1, 9, 11),
     "cogvideox": (3, 9, 7),
     "hunyuan": (4, 7, 9),
+    "skyreels_v2": (3, 9, 7),
+    "wan_vace": (3, 9, 7),
 }
 
 
@@ -418,8 +511,13 @@ def call_kwargs(
     """Pipeline keyword arguments: `call` + prompts + a fresh CPU generator seeded with `seed`.
 
     A string `negative_prompt` is repeated once per prompt (Flux and HunyuanVideo need one negative per
-    prompt for true CFG; CogVideoX needs the same type as `prompt`). `overrides` win over everything.
+    prompt for true CFG; CogVideoX needs the same type as `prompt`). A `call` that fixes its prompts (a
+    pipeline that takes one prompt string, as Wan VACE) keeps them. `overrides` win over everything.
     """
+    if "prompt" in call:
+        kwargs = dict(call, generator=torch.Generator("cpu").manual_seed(seed))
+        kwargs.update(overrides)
+        return kwargs
     prompts = [prompt] if isinstance(prompt, str) else list(prompt)
     if isinstance(negative_prompt, str):
         negative_prompt = [negative_prompt] * len(prompts)

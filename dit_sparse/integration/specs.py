@@ -57,6 +57,19 @@ def _wan_layout(transformer: torch.nn.Module, call: dict[str, Any]) -> VideoLayo
     return VideoLayout(frames // p_t, height // p_h, width // p_w)
 
 
+def _skyreels_v2_layout(transformer: torch.nn.Module, call: dict[str, Any]) -> VideoLayout:
+    # With num_frame_per_block > 1 (diffusion forcing's causal_block_size) the forward passes a frame-block
+    # causal (N, N) mask to every self-attention; block-sparse kernels take key-padding masks only.
+    causal_block = transformer.config.num_frame_per_block
+    if causal_block > 1:
+        raise ValueError(
+            f"skyreels_v2: the transformer runs block-causal self-attention (num_frame_per_block={causal_block}, "
+            "set by causal_block_size in SkyReelsV2DiffusionForcingPipeline), which dit-sparse does not support; "
+            "call the pipeline with causal_block_size=1 (asynchronous ar_step > 0 works with it)"
+        )
+    return _wan_layout(transformer, call)
+
+
 def _cogvideox_layout(transformer: torch.nn.Module, call: dict[str, Any]) -> VideoLayout:
     _, frames, _, height, width = call["hidden_states"].shape  # (B, F, C, H, W)
     p = transformer.config.patch_size
@@ -95,6 +108,23 @@ SPECS: tuple[ModelSpec, ...] = (
         read_layout=_wan_layout,
         sink_frames=1,
         context_parallel=True,
+    ),
+    ModelSpec(
+        # SkyReels-V2 (T2V, I2V, diffusion forcing): Wan's blocks; diffusion forcing gives per-frame timesteps.
+        name="skyreels_v2",
+        transformer_classes=("SkyReelsV2Transformer3DModel",),
+        self_attention=lambda t: [block.attn1 for block in t.blocks],
+        read_layout=_skyreels_v2_layout,
+        sink_frames=1,
+    ),
+    ModelSpec(
+        # Wan VACE: the control blocks (run first) self-attend over control tokens on the video's grid, with the
+        # video's RoPE; their hints are added to the main blocks' hidden states and change no sequence.
+        name="wan_vace",
+        transformer_classes=("WanVACETransformer3DModel",),
+        self_attention=lambda t: [block.attn1 for block in t.vace_blocks] + [block.attn1 for block in t.blocks],
+        read_layout=_wan_layout,
+        sink_frames=1,
     ),
     ModelSpec(
         name="hunyuan_video",

@@ -68,6 +68,7 @@ class SparseState:
         self.step = 0
         self.context: str | None = None
         self._last_timestep: float | None = None
+        self._last_mean: float | None = None
         self.total_seconds: float | None = None
         # Callables (state, layer, q, k, v) told of every self-attention call, e.g. to capture inputs.
         self.observers: list[Callable[..., None]] = []
@@ -80,6 +81,7 @@ class SparseState:
     def begin_generation(self) -> None:
         """Reset the step counter and the statistics (a new pipeline call)."""
         self.step = 0
+        self._step_contexts: set[str] = set()  # cache contexts seen in this step (pipelines without step_index)
         self.transformer_timer = _Timer()
         self.attention_timer = _Timer()
         # Inside attention_timer: the attention kernels alone (block-sparse or dense); what is left after them
@@ -122,14 +124,26 @@ class SparseState:
             # Timesteps fall during denoising, so a rise means a new generation. The largest timestep of
             # the call counts: Wan 2.2 TI2V gives conditioning-frame tokens timestep 0. Reading it costs one
             # device sync per transformer call (not per attention call).
+            # A cache context seen again within a step: SkyReels-V2 diffusion forcing starts frames one after
+            # another (per-frame timesteps), so its largest timestep stays put for several steps while the
+            # mean falls: a new step. Seen again with nothing fallen, it is the same step run anew: a new
+            # generation (e.g. after a generation interrupted in its first step).
             timestep = call.get("timestep")
             t = float(timestep.max()) if isinstance(timestep, torch.Tensor) else timestep
+            mean = float(timestep.float().mean()) if isinstance(timestep, torch.Tensor) else timestep
+            repeated = self.context is not None and self.context in self._step_contexts
             new_generation = self._last_timestep is None or (t is not None and t > self._last_timestep + 1e-6)
+            if repeated and not new_generation and t is not None:
+                mean_fell = self._last_mean is not None and mean < self._last_mean - 1e-6
+                new_generation = not mean_fell and t >= self._last_timestep - 1e-6
             if new_generation:
                 self.begin_generation()
-            elif t is not None and t < self._last_timestep - 1e-6:
+            elif (t is not None and t < self._last_timestep - 1e-6) or repeated:
                 self.step += 1
-            self._last_timestep = t
+                self._step_contexts = set()
+            if self.context is not None:
+                self._step_contexts.add(self.context)
+            self._last_timestep, self._last_mean = t, mean
         self.layout = self.spec.read_layout(transformer, call)
         check_token_split(context_parallel, self.spec.name, self.layout)
         device = call["hidden_states"].device

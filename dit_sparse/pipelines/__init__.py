@@ -18,7 +18,19 @@ import time
 from typing import Any
 
 import torch
-from diffusers import CogVideoXPipeline, FluxPipeline, HunyuanVideoPipeline, WanImageToVideoPipeline, WanPipeline
+from diffusers import (
+    CogVideoXPipeline,
+    FluxPipeline,
+    HunyuanVideoPipeline,
+    SkyReelsV2DiffusionForcingImageToVideoPipeline,
+    SkyReelsV2DiffusionForcingPipeline,
+    SkyReelsV2DiffusionForcingVideoToVideoPipeline,
+    SkyReelsV2ImageToVideoPipeline,
+    SkyReelsV2Pipeline,
+    WanImageToVideoPipeline,
+    WanPipeline,
+    WanVACEPipeline,
+)
 
 from ..integration.apply import _transformers, apply_sparse_attention, sparse_state
 
@@ -55,6 +67,38 @@ class SparseWanImageToVideoPipeline(SparsePipelineMixin, WanImageToVideoPipeline
     """``diffusers.WanImageToVideoPipeline`` (Wan 2.1 / 2.2 image-to-video) with sparse self-attention."""
 
 
+class SparseWanVACEPipeline(SparsePipelineMixin, WanVACEPipeline):
+    """``diffusers.WanVACEPipeline`` (Wan VACE video editing and control) with sparse self-attention, in the
+    control blocks too."""
+
+
+class SparseSkyReelsV2Pipeline(SparsePipelineMixin, SkyReelsV2Pipeline):
+    """``diffusers.SkyReelsV2Pipeline`` (text-to-video) with sparse self-attention."""
+
+
+class SparseSkyReelsV2ImageToVideoPipeline(SparsePipelineMixin, SkyReelsV2ImageToVideoPipeline):
+    """``diffusers.SkyReelsV2ImageToVideoPipeline`` with sparse self-attention."""
+
+
+class SparseSkyReelsV2DiffusionForcingPipeline(SparsePipelineMixin, SkyReelsV2DiffusionForcingPipeline):
+    """``diffusers.SkyReelsV2DiffusionForcingPipeline`` with sparse self-attention (``causal_block_size=1``:
+    block-causal self-attention is not supported)."""
+
+
+class SparseSkyReelsV2DiffusionForcingImageToVideoPipeline(
+    SparsePipelineMixin, SkyReelsV2DiffusionForcingImageToVideoPipeline
+):
+    """``diffusers.SkyReelsV2DiffusionForcingImageToVideoPipeline`` with sparse self-attention
+    (``causal_block_size=1``)."""
+
+
+class SparseSkyReelsV2DiffusionForcingVideoToVideoPipeline(
+    SparsePipelineMixin, SkyReelsV2DiffusionForcingVideoToVideoPipeline
+):
+    """``diffusers.SkyReelsV2DiffusionForcingVideoToVideoPipeline`` with sparse self-attention
+    (``causal_block_size=1``)."""
+
+
 class SparseHunyuanVideoPipeline(SparsePipelineMixin, HunyuanVideoPipeline):
     """``diffusers.HunyuanVideoPipeline`` with sparse self-attention."""
 
@@ -72,6 +116,12 @@ __all__ = [
     "SparseFluxPipeline",
     "SparseHunyuanVideoPipeline",
     "SparsePipelineMixin",
+    "SparseSkyReelsV2DiffusionForcingImageToVideoPipeline",
+    "SparseSkyReelsV2DiffusionForcingPipeline",
+    "SparseSkyReelsV2DiffusionForcingVideoToVideoPipeline",
+    "SparseSkyReelsV2ImageToVideoPipeline",
+    "SparseSkyReelsV2Pipeline",
     "SparseWanImageToVideoPipeline",
     "SparseWanPipeline",
+    "SparseWanVACEPipeline",
 ]

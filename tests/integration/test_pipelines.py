@@ -12,7 +12,9 @@ from dit_sparse.pipelines import (
     SparseCogVideoXPipeline,
     SparseFluxPipeline,
     SparseHunyuanVideoPipeline,
+    SparseSkyReelsV2Pipeline,
     SparseWanPipeline,
+    SparseWanVACEPipeline,
 )
 
 SPARSE_CLASSES = {
@@ -20,9 +22,11 @@ SPARSE_CLASSES = {
     "flux": SparseFluxPipeline,
     "cogvideox": SparseCogVideoXPipeline,
     "hunyuan": SparseHunyuanVideoPipeline,
+    "skyreels_v2": SparseSkyReelsV2Pipeline,
+    "wan_vace": SparseWanVACEPipeline,
 }
 # 25 frames -> 7 latent frames, so radial attention has frame pairs to drop.
-LONGER = {"wan": {"num_frames": 25}, "cogvideox": {"num_frames": 25}, "hunyuan": {"num_frames": 25}, "flux": {}}
+LONGER = {family: {"num_frames": 25} for family in FAMILIES} | {"flux": {}}
 RADIAL = ds.SparseAttentionConfig("radial", block_size=16, backend="reference")
 
 
