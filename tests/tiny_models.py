@@ -213,16 +213,21 @@ def tiny_wan_vae() -> AutoencoderKLWan:
     return vae.eval()
 
 
-def tiny_wan_pipeline() -> WanPipeline:
-    pipe = WanPipeline(
+def wan_family_pipeline(pipeline_class, transformer, scheduler=None):
+    """``pipeline_class`` (Wan, or a Wan-derived pipeline) around ``transformer`` with the tiny UMT5 and Wan VAE."""
+    pipe = pipeline_class(
         tokenizer=t5_tokenizer(),
         text_encoder=tiny_umt5_encoder(),
         vae=tiny_wan_vae(),
-        scheduler=FlowMatchEulerDiscreteScheduler(shift=5.0),
-        transformer=tiny_wan_transformer(),
+        scheduler=scheduler or FlowMatchEulerDiscreteScheduler(shift=5.0),
+        transformer=transformer,
     )
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+def tiny_wan_pipeline() -> WanPipeline:
+    return wan_family_pipeline(WanPipeline, tiny_wan_transformer())
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -415,29 +420,13 @@ def _skyreels_scheduler() -> UniPCMultistepScheduler:
 
 
 def tiny_skyreels_pipeline() -> SkyReelsV2Pipeline:
-    pipe = SkyReelsV2Pipeline(
-        tokenizer=t5_tokenizer(),
-        text_encoder=tiny_umt5_encoder(),
-        transformer=tiny_skyreels_transformer(),
-        vae=tiny_wan_vae(),
-        scheduler=_skyreels_scheduler(),
-    )
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+    return wan_family_pipeline(SkyReelsV2Pipeline, tiny_skyreels_transformer(), _skyreels_scheduler())
 
 
 def tiny_skyreels_diffusion_forcing_pipeline() -> SkyReelsV2DiffusionForcingPipeline:
     """The diffusion-forcing pipeline: per-frame timesteps (call it with ``ar_step`` > 0 for the asynchronous
     schedule, where frames start denoising ``ar_step`` steps after the previous one)."""
-    pipe = SkyReelsV2DiffusionForcingPipeline(
-        tokenizer=t5_tokenizer(),
-        text_encoder=tiny_umt5_encoder(),
-        transformer=tiny_skyreels_transformer(),
-        vae=tiny_wan_vae(),
-        scheduler=_skyreels_scheduler(),
-    )
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+    return wan_family_pipeline(SkyReelsV2DiffusionForcingPipeline, tiny_skyreels_transformer(), _skyreels_scheduler())
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -463,15 +452,7 @@ def tiny_wan_vace_transformer() -> WanVACETransformer3DModel:
 
 
 def tiny_wan_vace_pipeline() -> WanVACEPipeline:
-    pipe = WanVACEPipeline(
-        tokenizer=t5_tokenizer(),
-        text_encoder=tiny_umt5_encoder(),
-        vae=tiny_wan_vae(),
-        scheduler=FlowMatchEulerDiscreteScheduler(shift=5.0),
-        transformer=tiny_wan_vace_transformer(),
-    )
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+    return wan_family_pipeline(WanVACEPipeline, tiny_wan_vace_transformer())
 
 
 # ---------------------------------------------------------------------------------------------------------
