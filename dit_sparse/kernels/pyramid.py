@@ -140,13 +140,21 @@ def _pooled_sums(
     B, H, n_k, D = k.shape
     padded = math.ceil(n_k / block_k) * block_k
     compute = torch.promote_types(k.dtype, torch.float32)
-    sums_k, sums_v = (torch.nn.functional.pad(x.to(compute), (0, 0, 0, padded - n_k)) for x in (k, v))
+
+    def padded_copy(x: torch.Tensor) -> torch.Tensor:  # (B, H, padded, D) in `compute`; x itself when it is one
+        if n_k == padded and x.dtype == compute:
+            return x  # never written: each level is a new tensor
+        out = x.new_zeros(B, H, padded, D, dtype=compute)  # (F.pad is several times slower on a CPU)
+        out[:, :, :n_k] = x
+        return out
+
+    sums_k, sums_v = padded_copy(k), padded_copy(v)
     counts = torch.clamp(n_k - torch.arange(padded, device=k.device, dtype=torch.float32), 0, 1)
-    for level in range(1, max_level + 1):
-        groups = padded >> level
-        sums_k = sums_k.view(B, H, groups, 2, D).sum(dim=3)
-        sums_v = sums_v.view(B, H, groups, 2, D).sum(dim=3)
-        counts = counts.view(groups, 2).sum(dim=1)
+    for _ in range(max_level):
+        # pairs of neighbours, as strided adds (a view-and-sum over a dim of 2 is ~6x slower on a CPU)
+        sums_k = sums_k[:, :, 0::2] + sums_k[:, :, 1::2]
+        sums_v = sums_v[:, :, 0::2] + sums_v[:, :, 1::2]
+        counts = counts[0::2] + counts[1::2]
         yield sums_k, sums_v, counts
 
 
