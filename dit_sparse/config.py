@@ -227,6 +227,11 @@ class SparseAttentionConfig:
             giving every (step bucket, layer, head) its pattern; runs with method ``"sparse_vdit"`` and the
             plan's block size, without method parameters. ``apply_sparse_attention(pipe, "plan.json")``
             builds this config.
+        levels (`int`, optional): the kv blocks a binary-mask method (or a plan) drops are read instead as keys
+            and values average-pooled by ``2^levels`` tokens (PSA's pooled levels, Sol-Attn's summary of what
+            is not selected: see :func:`dit_sparse.pyramid_attention`), at ``1 / 2^levels`` of a block's cost
+            each; ``None`` drops them. ``2^levels`` must divide the block size; not with ``quant`` or method
+            ``"pyramid"`` (which allocates its own levels).
 
     Example:
         >>> cfg = SparseAttentionConfig(method="radial", dense_steps=2, decay_factor=1.0)
@@ -244,6 +249,7 @@ class SparseAttentionConfig:
     dense_heads: dict[int, tuple[int, ...]] = field(default_factory=dict)
     params: dict[str, Any] = field(default_factory=dict)
     plan: Any = None
+    levels: int | None = None
 
     def __init__(
         self,
@@ -258,9 +264,11 @@ class SparseAttentionConfig:
         dense_heads: dict[int, tuple[int, ...] | list[int]] | None = None,
         params: dict[str, Any] | None = None,
         plan: Any = None,
+        levels: int | None = None,
         **method_params: Any,
     ) -> None:
         self.method = method
+        self.levels = levels
         self.dense_steps = dense_steps
         self.dense_layers = _as_tuple("dense_layers", dense_layers)
         self.block_size = block_size
@@ -302,6 +310,7 @@ class SparseAttentionConfig:
         if self.backend not in BACKEND_NAMES:
             raise ValueError(f"backend must be one of {list(BACKEND_NAMES)}, got {self.backend!r}")
         _validate_quant(self.quant, self.method, self.backend)
+        _validate_levels(self.levels, self.method, self.block_size, self.quant)
         allowed = METHOD_PARAMS[self.method]
         unknown = sorted(set(self.params) - set(allowed))
         if unknown:
@@ -417,6 +426,18 @@ class SparseAttentionConfig:
             raise ValueError(f"unknown config key(s) {unknown}; expected some of {sorted(known)}")
         data = dict(data)
         return cls(data.pop("method", "radial"), **data)
+
+
+def _validate_levels(levels: Any, method: str, block_size: int, quant: Any) -> None:
+    if levels is None:
+        return
+    _check_int("levels", levels, 1)
+    if block_size % (1 << levels):
+        raise ValueError(f"levels={levels}: pooling by {1 << levels} tokens does not divide block_size {block_size}")
+    if method in ("pyramid", "dense"):
+        raise ValueError(f"levels applies to methods with binary masks; method {method!r} takes none")
+    if quant is not None:
+        raise ValueError("levels cannot be combined with quant (pooled levels run unquantized)")
 
 
 def _validate_quant(quant: Any, method: str, backend: str) -> None:

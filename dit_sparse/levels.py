@@ -94,13 +94,17 @@ class LevelMask:
     # conversion
     # ----------------------------------------------------------------------------------------------
     @classmethod
-    def from_block_mask(cls, mask: BlockSparseMask, *, max_level: int = 1) -> LevelMask:
-        """A binary mask as levels: kept blocks full, the rest dropped."""
+    def from_block_mask(cls, mask: BlockSparseMask, *, max_level: int = 1, rest: int = DROPPED) -> LevelMask:
+        """A binary mask as levels: kept blocks full, the rest at level ``rest`` (default dropped; ``j`` >= 1 reads
+        them pooled by ``2^j``, and ``max_level`` is raised to ``j``)."""
         if not isinstance(mask, BlockSparseMask):
             raise ValueError(f"mask must be a dit_sparse.BlockSparseMask, got {type(mask).__name__}")
-        levels = torch.where(mask.blocks, FULL, DROPPED).to(torch.int8)
-        return cls(levels, mask.block_size, mask.seq_len, max_level=max_level,
-                   allow_empty_rows=mask.allow_empty_rows, name=mask.name)  # fmt: skip
+        if isinstance(rest, bool) or not isinstance(rest, int) or rest < DROPPED or rest == FULL:
+            raise ValueError(f"rest must be -1 (dropped) or a pooling level >= 1, got {rest!r}")
+        levels = torch.where(mask.blocks, FULL, rest).to(torch.int8)
+        name = mask.name if rest == DROPPED or mask.name is None else f"{mask.name}+pooled{1 << rest}"
+        return cls(levels, mask.block_size, mask.seq_len, max_level=max(max_level, rest),
+                   allow_empty_rows=mask.allow_empty_rows, name=name)  # fmt: skip
 
     def is_binary(self) -> bool:
         """Whether every block is full or dropped (then it is a :class:`BlockSparseMask`)."""

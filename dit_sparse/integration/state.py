@@ -207,6 +207,7 @@ class SparseState:
             if self.method.searches != searches:
                 self.search_timer.stop(search)
             mask = None if plan.dense else self._with_dense_heads(plan.mask, layer, head_offset, total)
+            mask = self._with_pooled_rest(mask)
             if mask is None or (config.backend == "auto" and mask.is_full()):
                 # A mask that keeps every block is dense attention: the model's own dense path computes it
                 # exactly and at dense speed (in any token order, so a permutation can be left out). A
@@ -261,6 +262,17 @@ class SparseState:
             table = _table(mask).clone()
             table[:, list(local)] = 0 if isinstance(mask, LevelMask) else True  # full blocks
             mask._derived[key] = _same_kind(mask, table)
+        return mask._derived[key]
+
+    def _with_pooled_rest(self, mask: BlockSparseMask | LevelMask | None) -> BlockSparseMask | LevelMask | None:
+        """With the config's ``levels``, a binary mask whose dropped blocks are read pooled (cached on the mask);
+        a full mask stays binary (it runs dense)."""
+        level = self.config.levels
+        if level is None or not isinstance(mask, BlockSparseMask) or mask.is_full():
+            return mask
+        key = ("pooled_rest", level)
+        if key not in mask._derived:
+            mask._derived[key] = LevelMask.from_block_mask(mask, rest=level)
         return mask._derived[key]
 
     def _sparse(self, q, k, v, mask: BlockSparseMask | LevelMask, attn_mask, scale) -> torch.Tensor:
