@@ -80,14 +80,15 @@ class PublishedSetting:
     """A method's setting in its public code for one model family (what ``recommended`` returns).
 
     ``dense_steps`` is ``(count, of_steps)``, scaled to the generation's step count; ``step_params`` are method
-    parameters counted in steps, scaled the same way; ``source`` says where each value comes from.
+    parameters counted in steps, ``(steps, of_steps)`` with ``steps`` an int or a tuple of step indices, scaled
+    the same way; ``source`` says where each value comes from.
     """
 
     source: str
     dense_steps: tuple[int, int] = (0, 50)
     dense_layers: tuple[int, ...] = ()
     params: dict[str, Any] = dataclasses.field(default_factory=dict)
-    step_params: dict[str, tuple[tuple[int, ...], int]] = dataclasses.field(default_factory=dict)
+    step_params: dict[str, tuple[int | tuple[int, ...], int]] = dataclasses.field(default_factory=dict)
 
 
 def flow_steps_above(timestep: float, shift: float, steps: int = 50) -> int:
@@ -162,7 +163,7 @@ PUBLISHED_SETTINGS: dict[tuple[str, str], PublishedSetting] = {
     ("xattention", "wan2.1"): PublishedSetting(
         "x-attention e379887 video evaluation (as surveyed in issue 19): stride 16, threshold 0.9, 5 warm-up steps "
         "of 50, key block 0 kept in every row (the method's defaults)",
-        step_params={"warmup_steps": ((5,), 50)},
+        step_params={"warmup_steps": (5, 50)},
     ),
     ("adaspa", "wan2.1"): PublishedSetting(
         "AdaSpa paper (arXiv 2502.21079): searches at steps 10 and 30 of 50 (the method's defaults)",
@@ -411,9 +412,10 @@ class SparseAttentionConfig:
             "dense_layers": setting.dense_layers,
             **setting.params,
         }
-        for name, (counts, of_steps) in setting.step_params.items():
-            steps = tuple(scaled(c, of_steps) for c in counts)
-            values[name] = steps if len(steps) > 1 else steps[0]
+        for name, (steps, of_steps) in setting.step_params.items():
+            values[name] = (
+                scaled(steps, of_steps) if isinstance(steps, int) else tuple(scaled(c, of_steps) for c in steps)
+            )
         return cls(method, **{**values, **overrides})
 
     @classmethod

@@ -8,6 +8,19 @@ import torch
 
 import dit_sparse as ds
 
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"  # where the kernel tests run
+
+
+def make_inputs(B, H, Nq, Nk, D, dtype, layout="bhnd"):
+    """Random q ``(B, H, Nq, D)``, k and v ``(B, H, Nk, D)`` on ``DEVICE``; ``layout="bnhd"`` makes them the strided
+    views a diffusers processor holds."""
+    q = torch.randn(B, H, Nq, D, device=DEVICE).to(dtype)
+    k = torch.randn(B, H, Nk, D, device=DEVICE).to(dtype)
+    v = torch.randn(B, H, Nk, D, device=DEVICE).to(dtype)
+    if layout == "bnhd":  # what a diffusers processor holds, transposed: strided, not contiguous
+        q, k, v = (t.transpose(1, 2).contiguous().transpose(1, 2) for t in (q, k, v))
+    return q, k, v
+
 
 def exact_attention(q, k, v, token_mask, scale=None):
     """fp64 softmax attention over the kept token pairs; empty rows give zeros and LSE -inf."""

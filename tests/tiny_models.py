@@ -192,14 +192,19 @@ WAN_CALL: dict[str, Any] = {
 }
 
 
-def tiny_wan_transformer() -> WanTransformer3DModel:
+def wan_family_transformer(transformer_class, **extra):
+    """A tiny ``transformer_class`` (Wan, or a Wan-derived class taking Wan's config and ``extra``), seeded."""
     torch.manual_seed(SEED)
-    model = WanTransformer3DModel(
+    model = transformer_class(
         patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=16, in_channels=WAN_LATENT_CHANNELS,
         out_channels=WAN_LATENT_CHANNELS, text_dim=TEXT_DIM, freq_dim=32, ffn_dim=64, num_layers=2,
-        cross_attn_norm=True, qk_norm="rms_norm_across_heads", rope_max_seq_len=64,
+        cross_attn_norm=True, qk_norm="rms_norm_across_heads", rope_max_seq_len=64, **extra,
     )  # fmt: skip
     return model.eval()
+
+
+def tiny_wan_transformer() -> WanTransformer3DModel:
+    return wan_family_transformer(WanTransformer3DModel)
 
 
 def tiny_wan_vae() -> AutoencoderKLWan:
@@ -405,13 +410,7 @@ SKYREELS_CALL: dict[str, Any] = WAN_CALL  # same grid: 3 x 9 x 7 = 189 tokens
 
 
 def tiny_skyreels_transformer() -> SkyReelsV2Transformer3DModel:
-    torch.manual_seed(SEED)
-    model = SkyReelsV2Transformer3DModel(
-        patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=16, in_channels=WAN_LATENT_CHANNELS,
-        out_channels=WAN_LATENT_CHANNELS, text_dim=TEXT_DIM, freq_dim=32, ffn_dim=64, num_layers=2,
-        cross_attn_norm=True, qk_norm="rms_norm_across_heads", rope_max_seq_len=64,
-    )  # fmt: skip
-    return model.eval()
+    return wan_family_transformer(SkyReelsV2Transformer3DModel)
 
 
 def _skyreels_scheduler() -> UniPCMultistepScheduler:
@@ -441,14 +440,9 @@ WAN_VACE_CALL: dict[str, Any] = WAN_CALL | {"prompt": PROMPTS[0], "negative_prom
 def tiny_wan_vace_transformer() -> WanVACETransformer3DModel:
     # vace_in_channels: the pipeline's control latents are 2 x the VAE's channels (inactive and reactive
     # video) + the mask packed 8 x 8 -> 64 channels.
-    torch.manual_seed(SEED)
-    model = WanVACETransformer3DModel(
-        patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=16, in_channels=WAN_LATENT_CHANNELS,
-        out_channels=WAN_LATENT_CHANNELS, text_dim=TEXT_DIM, freq_dim=32, ffn_dim=64, num_layers=2,
-        cross_attn_norm=True, qk_norm="rms_norm_across_heads", rope_max_seq_len=64, vace_layers=[0],
-        vace_in_channels=2 * WAN_LATENT_CHANNELS + 64,
-    )  # fmt: skip
-    return model.eval()
+    return wan_family_transformer(
+        WanVACETransformer3DModel, vace_layers=[0], vace_in_channels=2 * WAN_LATENT_CHANNELS + 64
+    )
 
 
 def tiny_wan_vace_pipeline() -> WanVACEPipeline:

@@ -236,13 +236,12 @@ def paper_setting_rows(calls: Sequence[Any], block_size: int = 64) -> list[dict[
     rows = []
     for name, method, overrides in PAPER_SETTINGS:
         errors, reached, recalls = [], [], []
+        params = {**SparseAttentionConfig.recommended(method, model="wan2.1").params, **overrides}
+        if method == "xattention":
+            params["warmup_steps"] = 0
         for call in calls:
-            params = SparseAttentionConfig.recommended(method, model="wan2.1").params
-            params = {**params, **overrides}
             if method in ("adaspa", "pyramid"):
                 params["search_steps"] = (call.step,)
-            if method == "xattention":
-                params["warmup_steps"] = 0
             config = SparseAttentionConfig(method, block_size=block_size, **params)
             plan = build_method(config, spec).plan_for(
                 AttentionCall(0, call.step, None, call.layout, call.q, call.k, call.v)

@@ -6,8 +6,6 @@ import argparse
 
 import torch
 
-from dit_sparse.utils import parse_params  # noqa: F401 (the subcommands import it from here)
-
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 

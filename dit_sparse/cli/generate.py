@@ -21,6 +21,7 @@ from dit_sparse.generation import (
     write_video,
 )
 from dit_sparse.kernels import BACKENDS
+from dit_sparse.utils import parse_params
 
 from ._args import (
     DTYPES,
@@ -28,7 +29,6 @@ from ._args import (
     default_dtype,
     fill_embedded_defaults,
     non_negative_int,
-    parse_params,
     positive_int,
 )
 
@@ -118,8 +118,6 @@ def run(args: argparse.Namespace) -> int:
 
     config = _config(args)  # bad method parameters fail before any model loads
     fill_embedded_defaults(args, DEMO_DEFAULTS)
-    if args.ulysses < 1:
-        raise ValueError(f"--ulysses must be a number of processes (1 or more), got {args.ulysses}")
     if args.ulysses == 1:
         return _generate(args, config, default_device(args.device), rank=0)
     device, rank = init_context_parallel(args.ulysses, args.device)

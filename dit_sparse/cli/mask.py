@@ -7,9 +7,10 @@ import argparse
 import dit_sparse as ds
 from dit_sparse import patterns
 from dit_sparse.patterns.radial import radial_token_density
+from dit_sparse.utils import parse_params
 from dit_sparse.visualize import render_mask
 
-from ._args import non_negative_int, parse_params, positive_int
+from ._args import non_negative_int, positive_int
 
 BUILDERS = {
     "radial": patterns.radial,

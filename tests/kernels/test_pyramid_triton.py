@@ -11,7 +11,7 @@ import math
 
 import pytest
 import torch
-from _helpers import random_blocks
+from _helpers import DEVICE, make_inputs, random_blocks
 from conftest import HAS_CUDA, requires_cuda
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -24,17 +24,6 @@ from dit_sparse.kernels.pyramid import (
     triton_pyramid_attention,
 )
 from dit_sparse.levels import DROPPED, LevelMask
-
-DEVICE = "cuda" if HAS_CUDA else "cpu"
-
-
-def make_inputs(B, H, Nq, Nk, D, dtype, layout="bhnd"):
-    q = torch.randn(B, H, Nq, D, device=DEVICE).to(dtype)
-    k = torch.randn(B, H, Nk, D, device=DEVICE).to(dtype)
-    v = torch.randn(B, H, Nk, D, device=DEVICE).to(dtype)
-    if layout == "bnhd":  # what a diffusers processor holds, transposed: strided, not contiguous
-        q, k, v = (t.transpose(1, 2).contiguous().transpose(1, 2) for t in (q, k, v))
-    return q, k, v
 
 
 def random_levels(batch, heads, n_q_blocks, n_kv_blocks, max_level, density, generator):

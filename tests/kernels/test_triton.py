@@ -6,23 +6,12 @@ import math
 
 import pytest
 import torch
-from _helpers import assert_within_tolerance, exact_attention, random_blocks
+from _helpers import DEVICE, assert_within_tolerance, exact_attention, make_inputs, random_blocks
 from conftest import HAS_CUDA
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import dit_sparse as ds
-
-DEVICE = "cuda" if HAS_CUDA else "cpu"
-
-
-def make_inputs(B, H, Nq, Nk, D, dtype, layout="bhnd"):
-    q = torch.randn(B, H, Nq, D, device=DEVICE).to(dtype)
-    k = torch.randn(B, H, Nk, D, device=DEVICE).to(dtype)
-    v = torch.randn(B, H, Nk, D, device=DEVICE).to(dtype)
-    if layout == "bnhd":  # what a diffusers processor holds, transposed: strided, not contiguous
-        q, k, v = (t.transpose(1, 2).contiguous().transpose(1, 2) for t in (q, k, v))
-    return q, k, v
 
 
 @settings(max_examples=12, deadline=None)
