@@ -22,28 +22,48 @@ from ..config import SparseAttentionConfig, parse_method_point
 from ..integration.apply import apply_sparse_attention, remove_sparse_attention, summary
 from .attention import environment_info
 
-# Published diffusers configs (architecture only), and the latent geometry of their VAEs.
+# Published diffusers configs (architecture only, from diffusers' conversion scripts and the hub configs), the
+# latent geometry of their VAEs, and each model's native video size (frames, height, width) in pixels.
+_WAN_LATENT = {"channels": 16, "temporal": 4, "spatial": 8, "patch": (1, 2, 2), "text_len": 512, "text_dim": 4096}
+_WAN_1_3B = dict(
+    num_attention_heads=12,
+    attention_head_dim=128,
+    in_channels=16,
+    out_channels=16,
+    text_dim=4096,
+    freq_dim=256,
+    ffn_dim=8960,
+    num_layers=30,
+    cross_attn_norm=True,
+    qk_norm="rms_norm_across_heads",
+    eps=1e-6,
+    rope_max_seq_len=1024,
+)
+_WAN_14B = _WAN_1_3B | dict(num_attention_heads=40, ffn_dim=13824, num_layers=40)
 MODELS: dict[str, dict[str, Any]] = {
-    "wan2.1-1.3b": {
-        "class": "WanTransformer3DModel",
-        "config": dict(num_attention_heads=12, attention_head_dim=128, in_channels=16, out_channels=16, text_dim=4096,
-                       freq_dim=256, ffn_dim=8960, num_layers=30, cross_attn_norm=True, qk_norm="rms_norm_across_heads",
-                       eps=1e-6, rope_max_seq_len=1024),
-        "latent": {"channels": 16, "temporal": 4, "spatial": 8, "patch": (1, 2, 2), "text_len": 512, "text_dim": 4096},
-    },
-    "wan2.1-14b": {
-        "class": "WanTransformer3DModel",
-        "config": dict(num_attention_heads=40, attention_head_dim=128, in_channels=16, out_channels=16, text_dim=4096,
-                       freq_dim=256, ffn_dim=13824, num_layers=40, cross_attn_norm=True,
-                       qk_norm="rms_norm_across_heads", eps=1e-6, rope_max_seq_len=1024),
-        "latent": {"channels": 16, "temporal": 4, "spatial": 8, "patch": (1, 2, 2), "text_len": 512, "text_dim": 4096},
-    },
+    "wan2.1-1.3b": {"class": "WanTransformer3DModel", "config": _WAN_1_3B, "latent": _WAN_LATENT,
+                    "native": (81, 480, 832)},
+    "wan2.1-14b": {"class": "WanTransformer3DModel", "config": _WAN_14B, "latent": _WAN_LATENT,
+                   "native": (81, 720, 1280)},
+    # SkyReels-V2 diffusion forcing 1.3B (540P) and 14B (540P / 720P): Wan's blocks; the 1.3B adds an fps embedding.
+    "skyreels-v2-1.3b": {"class": "SkyReelsV2Transformer3DModel", "config": _WAN_1_3B | dict(inject_sample_info=True),
+                         "latent": _WAN_LATENT, "native": (97, 544, 960)},
+    "skyreels-v2-14b": {"class": "SkyReelsV2Transformer3DModel", "config": _WAN_14B, "latent": _WAN_LATENT,
+                        "native": (97, 544, 960)},
+    # Wan 2.1 VACE: control blocks at every 2nd (1.3B) or 5th (14B) layer, 96 control channels.
+    "wan2.1-vace-1.3b": {"class": "WanVACETransformer3DModel",
+                         "config": _WAN_1_3B | dict(vace_layers=list(range(0, 30, 2)), vace_in_channels=96),
+                         "latent": _WAN_LATENT, "native": (81, 480, 832)},
+    "wan2.1-vace-14b": {"class": "WanVACETransformer3DModel",
+                        "config": _WAN_14B | dict(vace_layers=list(range(0, 40, 5)), vace_in_channels=96),
+                        "latent": _WAN_LATENT, "native": (81, 720, 1280)},
     "hunyuanvideo": {
         "class": "HunyuanVideoTransformer3DModel",
         "config": dict(in_channels=16, out_channels=16, num_attention_heads=24, attention_head_dim=128, num_layers=20,
                        num_single_layers=40, num_refiner_layers=2, patch_size=2, patch_size_t=1, text_embed_dim=4096,
                        pooled_projection_dim=768, rope_axes_dim=(16, 56, 56)),
         "latent": {"channels": 16, "temporal": 4, "spatial": 8, "patch": (1, 2, 2), "text_len": 256, "text_dim": 4096},
+        "native": (129, 720, 1280),
     },
     "cogvideox1.5-5b": {
         "class": "CogVideoXTransformer3DModel",
@@ -52,12 +72,24 @@ MODELS: dict[str, dict[str, Any]] = {
                        sample_frames=81, patch_size=2, patch_size_t=2, max_text_seq_length=226, ofs_embed_dim=512,
                        use_rotary_positional_embeddings=True, use_learned_positional_embeddings=False),
         "latent": {"channels": 16, "temporal": 4, "spatial": 8, "patch": (2, 2, 2), "text_len": 226, "text_dim": 4096},
+        "native": (81, 768, 1360),
     },
 }  # fmt: skip
 
-# (frames, height, width) in pixels
+# (frames, height, width) in pixels; "native" is each model's own (MODELS[name]["native"]).
 # "tiny" (320 tokens on Wan) is for smoke runs such as ``benchmarks/gpu_evidence.sh --dry-run``.
 RESOLUTIONS = {"480p": (81, 480, 832), "720p": (81, 720, 1280), "cpu-small": (33, 256, 256), "tiny": (17, 128, 128)}
+
+
+def resolution_of(name: str, resolution: str | tuple[int, int, int]) -> tuple[int, int, int]:
+    """Pixels (frames, height, width) of a named resolution, ``"native"`` for ``name``'s own, or a tuple."""
+    if not isinstance(resolution, str):
+        return tuple(resolution)
+    if resolution == "native":
+        return MODELS[name]["native"]
+    if resolution not in RESOLUTIONS:
+        raise ValueError(f"unknown resolution {resolution!r}; choose 'native' or one of {sorted(RESOLUTIONS)}")
+    return RESOLUTIONS[resolution]
 
 
 def build_transformer(name: str, *, num_layers: int | None = None, dtype=torch.bfloat16, device="cuda"):
@@ -72,6 +104,9 @@ def build_transformer(name: str, *, num_layers: int | None = None, dtype=torch.b
         config["num_layers"] = num_layers
         if "num_single_layers" in config:
             config["num_single_layers"] = num_layers
+        if "vace_layers" in config:  # the same spacing of control blocks over fewer layers
+            step = config["vace_layers"][1] - config["vace_layers"][0] if len(config["vace_layers"]) > 1 else 1
+            config["vace_layers"] = list(range(0, num_layers, step))
     torch.manual_seed(0)
     with torch.device(device):
         model = getattr(diffusers, entry["class"])(**config)
@@ -80,25 +115,34 @@ def build_transformer(name: str, *, num_layers: int | None = None, dtype=torch.b
 
 def model_inputs(name: str, resolution: tuple[int, int, int], *, dtype, device, batch: int = 1) -> dict[str, Any]:
     """Random forward inputs of ``name`` for a video of ``resolution`` (frames, height, width) pixels."""
-    latent = MODELS[name]["latent"]
+    entry = MODELS[name]
+    latent = entry["latent"]
     frames = (resolution[0] - 1) // latent["temporal"] + 1
     frames = -(-frames // latent["patch"][0]) * latent["patch"][0]  # CogVideoX 1.5 pads to whole frame pairs
     height, width = resolution[1] // latent["spatial"], resolution[2] // latent["spatial"]
     g = torch.Generator(device).manual_seed(0)
-    text = torch.randn(batch, latent["text_len"], latent["text_dim"], generator=g, device=device, dtype=dtype)
+
+    def randn(*shape: int) -> torch.Tensor:
+        return torch.randn(*shape, generator=g, device=device, dtype=dtype)
+
+    text = randn(batch, latent["text_len"], latent["text_dim"])
     timestep = torch.full((batch,), 900.0, device=device)
-    cls = MODELS[name]["class"]
+    cls = entry["class"]
     if cls == "CogVideoXTransformer3DModel":
-        x = torch.randn(batch, frames, latent["channels"], height, width, generator=g, device=device, dtype=dtype)
-        return {"hidden_states": x, "encoder_hidden_states": text, "timestep": timestep,
+        return {"hidden_states": randn(batch, frames, latent["channels"], height, width),
+                "encoder_hidden_states": text, "timestep": timestep,
                 "ofs": torch.full((batch,), 2.0, device=device)}  # fmt: skip
-    x = torch.randn(batch, latent["channels"], frames, height, width, generator=g, device=device, dtype=dtype)
+    inputs = {"hidden_states": randn(batch, latent["channels"], frames, height, width), "timestep": timestep,
+              "encoder_hidden_states": text}  # fmt: skip
     if cls == "HunyuanVideoTransformer3DModel":
-        return {"hidden_states": x, "timestep": timestep, "encoder_hidden_states": text,
-                "encoder_attention_mask": torch.ones(batch, latent["text_len"], device=device, dtype=torch.long),
-                "pooled_projections": torch.randn(batch, 768, generator=g, device=device, dtype=dtype),
-                "guidance": torch.full((batch,), 6000.0, device=device)}  # fmt: skip
-    return {"hidden_states": x, "timestep": timestep, "encoder_hidden_states": text}
+        inputs |= {"encoder_attention_mask": torch.ones(batch, latent["text_len"], device=device, dtype=torch.long),
+                   "pooled_projections": randn(batch, 768),
+                   "guidance": torch.full((batch,), 6000.0, device=device)}  # fmt: skip
+    elif cls == "WanVACETransformer3DModel":
+        inputs |= {"control_hidden_states": randn(batch, entry["config"]["vace_in_channels"], frames, height, width)}
+    elif cls == "SkyReelsV2Transformer3DModel" and entry["config"].get("inject_sample_info"):
+        inputs |= {"fps": [0] * batch}  # the pipeline's index for 16 fps
+    return inputs
 
 
 def _time_steps(model, inputs, steps: int, device) -> float:
@@ -129,7 +173,7 @@ def run_transformer_benchmark(
 ) -> list[dict[str, Any]]:
     """Rows: per config, step time, its ratio to dense in the same run, attention share and density."""
     device = torch.device(device)
-    pixels = RESOLUTIONS[resolution] if isinstance(resolution, str) else tuple(resolution)
+    pixels = resolution_of(model_name, resolution)
     model = build_transformer(model_name, num_layers=num_layers, dtype=dtype, device=device)
     inputs = model_inputs(model_name, pixels, dtype=dtype, device=device)
     dense_seconds = _time_steps(model, inputs, steps, device)
@@ -157,7 +201,11 @@ def run_transformer_benchmark(
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="dit-sparse bench transformer", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", choices=sorted(MODELS), default="wan2.1-1.3b")
-    parser.add_argument("--resolution", choices=sorted(RESOLUTIONS), help="default: 480p on GPU, cpu-small on CPU")
+    parser.add_argument(
+        "--resolution",
+        choices=["native", *sorted(RESOLUTIONS)],
+        help="native: the model's own video size; default: 480p on GPU, cpu-small on CPU",
+    )
     parser.add_argument("--layers", type=int, help="scale the model down (default: all on GPU, 2 on CPU)")
     parser.add_argument("--methods", default="radial,sparse_vdit,sliding_tile", help="comma-separated methods")
     parser.add_argument(
