@@ -11,6 +11,7 @@ and its latent token grid is not a multiple of 64 (so the last attention block i
 - CogVideoX: 9 frames, 144 x 112 px  -> latents 3 x 18 x 14 -> patch 2 -> 3 x 9 x 7 = 189 tokens.
 - Hunyuan:   13 frames, 112 x 144 px -> latents 4 x 14 x 18 -> patch (1, 2, 2) -> 4 x 7 x 9 = 252 tokens.
 - SkyReels-V2 and Wan VACE: as Wan (their transformers are Wan's, with other conditioning).
+- Mochi:     13 frames, 144 x 112 px -> latents 3 x 18 x 14 (VAE /6 in time) -> patch 2 -> 3 x 9 x 7 = 189 tokens.
 
 Text sequences are 16 tokens (T5/UMT5/Llama after the template crop) plus the pooled CLIP vector where the
 family uses one. Build the call arguments with `call_kwargs`, e.g.
@@ -26,6 +27,7 @@ from diffusers import (
     AutoencoderKL,
     AutoencoderKLCogVideoX,
     AutoencoderKLHunyuanVideo,
+    AutoencoderKLMochi,
     AutoencoderKLWan,
     CogVideoXDDIMScheduler,
     CogVideoXPipeline,
@@ -35,6 +37,8 @@ from diffusers import (
     FluxTransformer2DModel,
     HunyuanVideoPipeline,
     HunyuanVideoTransformer3DModel,
+    MochiPipeline,
+    MochiTransformer3DModel,
     SkyReelsV2DiffusionForcingPipeline,
     SkyReelsV2Pipeline,
     SkyReelsV2Transformer3DModel,
@@ -450,6 +454,58 @@ def tiny_wan_vace_pipeline() -> WanVACEPipeline:
 
 
 # ---------------------------------------------------------------------------------------------------------
+# Mochi: MochiTransformer3DModel + AutoencoderKLMochi + T5 + FlowMatchEuler (the pipeline passes its own sigmas)
+# ---------------------------------------------------------------------------------------------------------
+
+MOCHI_LATENT_CHANNELS = 12  # fixed: MochiPipeline reshapes latents_mean/std to 12 channels
+MOCHI_CALL: dict[str, Any] = {
+    "height": 144,  # 144 / 8 (VAE) / 2 (patch) = 9 token rows
+    "width": 112,  # 112 / 8 / 2 = 7 token columns
+    "num_frames": 13,  # (13 - 1) / 6 + 1 = 3 latent frames (the VAE is x6 in time) -> 3 x 9 x 7 = 189 tokens
+    "num_inference_steps": 2,
+    "guidance_scale": 4.5,  # CFG: negative and positive prompts batched in one forward
+    "max_sequence_length": TEXT_LEN,
+    "output_type": "np",
+}
+
+
+def tiny_mochi_transformer() -> MochiTransformer3DModel:
+    """2 blocks (the last one context_pre_only, as in the real model), 2 heads of 16 channels."""
+    torch.manual_seed(SEED)
+    model = MochiTransformer3DModel(
+        patch_size=2, num_attention_heads=2, attention_head_dim=16, num_layers=2, pooled_projection_dim=16,
+        in_channels=MOCHI_LATENT_CHANNELS, qk_norm="rms_norm", text_embed_dim=TEXT_DIM, time_embed_dim=16,
+        activation_fn="swiglu", max_sequence_length=TEXT_LEN,
+    )  # fmt: skip
+    with torch.no_grad():  # diffusers initializes the RoPE frequencies to zeros (RoPE = identity)
+        model.pos_frequencies.normal_(0.0, 0.5)
+    return model.eval()
+
+
+def tiny_mochi_vae() -> AutoencoderKLMochi:
+    # Mochi's VAE group-normalizes in 32 groups, so 32 channels is the smallest width. Spatial x8, temporal x6.
+    torch.manual_seed(SEED)
+    vae = AutoencoderKLMochi(
+        latent_channels=MOCHI_LATENT_CHANNELS, out_channels=3, encoder_block_out_channels=(32, 32, 32, 32),
+        decoder_block_out_channels=(32, 32, 32, 32), layers_per_block=(0, 0, 0, 0, 1),
+        add_attention_block=(False, False, False, False, False),
+    )  # fmt: skip
+    return vae.eval()
+
+
+def tiny_mochi_pipeline() -> MochiPipeline:
+    pipe = MochiPipeline(
+        scheduler=FlowMatchEulerDiscreteScheduler(),
+        vae=tiny_mochi_vae(),
+        text_encoder=tiny_t5_encoder(),
+        tokenizer=t5_tokenizer(),
+        transformer=tiny_mochi_transformer(),
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+# ---------------------------------------------------------------------------------------------------------
 # Registry and call helper
 # ---------------------------------------------------------------------------------------------------------
 
@@ -461,6 +517,7 @@ FAMILIES: dict[str, tuple[Any, Any, dict[str, Any]]] = {
     "hunyuan": (tiny_hunyuan_transformer, tiny_hunyuan_pipeline, HUNYUAN_CALL),
     "skyreels_v2": (tiny_skyreels_transformer, tiny_skyreels_pipeline, SKYREELS_CALL),
     "wan_vace": (tiny_wan_vace_transformer, tiny_wan_vace_pipeline, WAN_VACE_CALL),
+    "mochi": (tiny_mochi_transformer, tiny_mochi_pipeline, MOCHI_CALL),
 }
 
 # (latent frames, token rows, token columns) after the VAE and patchify for each family's *_CALL settings;
@@ -472,6 +529,7 @@ TOKEN_GRIDS: dict[str, tuple[int, int, int]] = {
     "hunyuan": (4, 7, 9),
     "skyreels_v2": (3, 9, 7),
     "wan_vace": (3, 9, 7),
+    "mochi": (3, 9, 7),
 }
 
 

@@ -30,6 +30,9 @@ class ModelSpec:
         sink_frames: radial attention's attention-sink frames for this model.
         context_parallel: whether diffusers' context-parallel plan hands its self-attention the whole sequence
             in the layout's order (video-only sequences); dit-sparse refuses context parallelism otherwise.
+        per_sample_text: the processor attends sample by sample over the video and that sample's unpadded text
+            (Mochi): ``read_layout`` gives the padded sequence (suffix text) and each call holds its video and
+            fewer text tokens; the state fits the layout to each call and keys masks per sample.
     """
 
     name: str
@@ -39,6 +42,7 @@ class ModelSpec:
     bridge: str = "dispatcher"
     sink_frames: int = 0
     context_parallel: bool = False
+    per_sample_text: bool = False
 
     def bind(self, transformer: torch.nn.Module, args: tuple, kwargs: dict) -> dict[str, Any]:
         """The forward call's arguments by name."""
@@ -83,6 +87,15 @@ def _hunyuan_layout(transformer: torch.nn.Module, call: dict[str, Any]) -> Video
     p, p_t = transformer.config.patch_size, transformer.config.patch_size_t
     text_len = call["encoder_hidden_states"].shape[1]
     return VideoLayout(frames // p_t, height // p, width // p, text_len=text_len, text_position="suffix")
+
+
+def _mochi_layout(transformer: torch.nn.Module, call: dict[str, Any]) -> VideoLayout:
+    # The processor attends sample by sample over [video, that sample's unpadded text]; this is the padded
+    # sequence, and the state cuts the suffix text to each call's length (``per_sample_text``).
+    _, _, frames, height, width = call["hidden_states"].shape  # (B, C, F, H, W); no temporal patch
+    p = transformer.config.patch_size
+    text_len = call["encoder_hidden_states"].shape[1]
+    return VideoLayout(frames, height // p, width // p, text_len=text_len, text_position="suffix")
 
 
 def _flux_layout(transformer: torch.nn.Module, call: dict[str, Any]) -> VideoLayout:
@@ -138,6 +151,16 @@ SPECS: tuple[ModelSpec, ...] = (
         self_attention=lambda t: [block.attn1 for block in t.transformer_blocks],
         read_layout=_cogvideox_layout,
         bridge="sdpa",
+    ),
+    ModelSpec(
+        # Mochi: joint [video, text] attention in every block (the last block's text output is dropped, its
+        # attention still joint); MochiAttnProcessor2_0 calls SDPA itself, once per sample, without padding.
+        name="mochi",
+        transformer_classes=("MochiTransformer3DModel",),
+        self_attention=lambda t: [block.attn1 for block in t.transformer_blocks],
+        read_layout=_mochi_layout,
+        bridge="sdpa",
+        per_sample_text=True,
     ),
     ModelSpec(
         name="flux",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
@@ -64,7 +65,9 @@ class SparseState:
         self.config = config
         self.method = build_method(config, spec)
         self._original_backends = original_backends
-        self.layout: VideoLayout | None = None
+        self.layout: VideoLayout | None = None  # the current call's (per_sample_text: fitted to the call)
+        self.forward_layout: VideoLayout | None = None  # read from the transformer's forward arguments
+        self._sample_calls = [0] * len(original_backends)  # per layer, attention calls in this forward
         self.step = 0
         self.context: str | None = None
         self._last_timestep: float | None = None
@@ -144,7 +147,8 @@ class SparseState:
             if self.context is not None:
                 self._step_contexts.add(self.context)
             self._last_timestep, self._last_mean = t, mean
-        self.layout = self.spec.read_layout(transformer, call)
+        self.layout = self.forward_layout = self.spec.read_layout(transformer, call)
+        self._sample_calls = [0] * len(self._original_backends)
         check_token_split(context_parallel, self.spec.name, self.layout)
         device = call["hidden_states"].device
         token = self.transformer_timer.start(device)
@@ -186,14 +190,7 @@ class SparseState:
                 f"layer {layer}: heads [{head_offset}, {head_offset + q.shape[1]}) are not a slice of the "
                 f"layer's {total} heads"
             )
-        layout = self.layout
-        if layout is None:
-            raise ValueError("dit-sparse saw an attention call before its transformer hook read the layout")
-        if q.shape[2] != layout.num_tokens:
-            raise ValueError(
-                f"{self.spec.name} layer {layer}: self-attention over {q.shape[2]} tokens, but the call's "
-                f"layout {layout} has {layout.num_tokens}"
-            )
+        layout, context = self._call_layout(layer, q.shape[2])
         for observer in self.observers:
             observer(self, layer, q, k, v)
         token = self.attention_timer.start(q.device)
@@ -201,7 +198,7 @@ class SparseState:
         if self.method is None or self.step < config.dense_steps or config.layer_is_dense(layer):
             out, density = self._timed_kernel(dense_fn, q.device), 1.0
         else:
-            call = AttentionCall(layer, self.step, self.context, layout, q, k, v, total, head_offset)
+            call = AttentionCall(layer, self.step, context, layout, q, k, v, total, head_offset)
             searches, search = self.method.searches, self.search_timer.start(q.device)
             plan = _local_plan(self.method.plan_for(call), call, layer)
             if self.method.searches != searches:
@@ -231,6 +228,32 @@ class SparseState:
         self.layer_density_sum[layer] += density
         self.layer_calls[layer] += 1
         return out
+
+    def _call_layout(self, layer: int, n_tokens: int) -> tuple[VideoLayout, str | None]:
+        """The layout and cache context of one attention call over ``n_tokens`` tokens.
+
+        With the spec's ``per_sample_text`` (Mochi) the layer's i-th call in a forward is sample i over the
+        video and that sample's unpadded text: its layout is the forward's with the suffix text cut to the
+        call's length (kept in ``self.layout`` for observers), and ``#sample<i>`` is added to its context so
+        that masks searched on one sample are not reused for another.
+        """
+        per_sample = self.spec.per_sample_text
+        layout = self.forward_layout if per_sample else self.layout  # per sample, self.layout is the last call's
+        if layout is None:
+            raise ValueError("dit-sparse saw an attention call before its transformer hook read the layout")
+        context = self.context
+        if per_sample:
+            context = f"{context}#sample{self._sample_calls[layer]}"
+            self._sample_calls[layer] += 1
+            text_len = n_tokens - layout.video_tokens
+            if layout.text_position == "suffix" and 0 <= text_len <= layout.text_len:
+                layout = self.layout = dataclasses.replace(layout, text_len=text_len)
+        if n_tokens != layout.num_tokens:
+            raise ValueError(
+                f"{self.spec.name} layer {layer}: self-attention over {n_tokens} tokens, but the call's "
+                f"layout {layout} has {layout.num_tokens}"
+            )
+        return layout, context
 
     def _timed_kernel(self, fn: Callable[[], torch.Tensor], device: torch.device) -> torch.Tensor:
         token = self.kernel_timer.start(device)

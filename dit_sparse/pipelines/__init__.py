@@ -22,6 +22,7 @@ from diffusers import (
     CogVideoXPipeline,
     FluxPipeline,
     HunyuanVideoPipeline,
+    MochiPipeline,
     SkyReelsV2DiffusionForcingImageToVideoPipeline,
     SkyReelsV2DiffusionForcingPipeline,
     SkyReelsV2DiffusionForcingVideoToVideoPipeline,
@@ -103,6 +104,10 @@ class SparseHunyuanVideoPipeline(SparsePipelineMixin, HunyuanVideoPipeline):
     """``diffusers.HunyuanVideoPipeline`` with sparse self-attention."""
 
 
+class SparseMochiPipeline(SparsePipelineMixin, MochiPipeline):
+    """``diffusers.MochiPipeline`` (Mochi 1) with sparse joint self-attention (video and each prompt's text)."""
+
+
 class SparseCogVideoXPipeline(SparsePipelineMixin, CogVideoXPipeline):
     """``diffusers.CogVideoXPipeline`` (CogVideoX 1.0 / 1.5) with sparse self-attention."""
 
@@ -115,6 +120,7 @@ __all__ = [
     "SparseCogVideoXPipeline",
     "SparseFluxPipeline",
     "SparseHunyuanVideoPipeline",
+    "SparseMochiPipeline",
     "SparsePipelineMixin",
     "SparseSkyReelsV2DiffusionForcingImageToVideoPipeline",
     "SparseSkyReelsV2DiffusionForcingPipeline",

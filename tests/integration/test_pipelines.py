@@ -12,6 +12,7 @@ from dit_sparse.pipelines import (
     SparseCogVideoXPipeline,
     SparseFluxPipeline,
     SparseHunyuanVideoPipeline,
+    SparseMochiPipeline,
     SparseSkyReelsV2Pipeline,
     SparseWanPipeline,
     SparseWanVACEPipeline,
@@ -24,6 +25,7 @@ SPARSE_CLASSES = {
     "hunyuan": SparseHunyuanVideoPipeline,
     "skyreels_v2": SparseSkyReelsV2Pipeline,
     "wan_vace": SparseWanVACEPipeline,
+    "mochi": SparseMochiPipeline,
 }
 # 25 frames -> 7 latent frames, so radial attention has frame pairs to drop.
 LONGER = {family: {"num_frames": 25} for family in FAMILIES} | {"flux": {}}

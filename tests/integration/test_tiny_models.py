@@ -27,6 +27,7 @@ SMALL_CONFIGS = {
     "hunyuan": dict(num_layers=1, num_single_layers=1, num_refiner_layers=1, num_attention_heads=2),
     "skyreels_v2": dict(num_layers=2, num_attention_heads=2, attention_head_dim=16, ffn_dim=64, text_dim=32),
     "wan_vace": dict(num_layers=2, num_attention_heads=2, attention_head_dim=16, vace_layers=[0]),
+    "mochi": dict(num_layers=2, num_attention_heads=2, attention_head_dim=16, pooled_projection_dim=16),
 }
 MAX_PARAMS = 150_000  # per model; the largest (the HunyuanVideo transformer) has about 92k
 
