@@ -312,9 +312,10 @@ class SparseState:
 
         if attn_mask is None:
             return attend(q, k, v, mask)
-        # A key-padding mask whose kept keys are a prefix (HunyuanVideo pads its text at the end): attend
-        # to that prefix only, per group of samples with the same length.
-        lengths = _key_prefix_lengths(attn_mask, q.shape[0], k.shape[2])
+        # A padding mask whose kept keys are a prefix (HunyuanVideo pads its text at the end): attend to
+        # that prefix only, per group of samples with the same length. Where padded queries are masked too
+        # (HunyuanVideo 1.5) their rows are zeros, as dense SDPA gives them.
+        lengths, query_lengths = _padding_lengths(attn_mask, q.shape[0], k.shape[2])
         out = torch.empty_like(q)
         bk = mask.block_size[1]
         for length in sorted(set(lengths)):
@@ -324,6 +325,8 @@ class SparseState:
                 table = table[rows]
             sub = _same_kind(mask, table, (q.shape[2], length))
             out[rows] = attend(q[rows], k[rows, :, :length], v[rows, :, :length], sub)
+        for i, length in enumerate(query_lengths or ()):
+            out[i, :, length:] = 0
         return out
 
     # -- report -----------------------------------------------------------------------------------------
@@ -460,10 +463,14 @@ def _uniform_attention(v: torch.Tensor, attn_mask: torch.Tensor | None) -> torch
     """Output of attention spread evenly over the (valid) keys: the mean of V, ``(B, h, 1, D)`` broadcast to N rows."""
     if attn_mask is None:
         return v.float().mean(dim=2, keepdim=True)
-    lengths = torch.tensor(_key_prefix_lengths(attn_mask, v.shape[0], v.shape[2]), device=v.device)
+    key_lengths, query_lengths = _padding_lengths(attn_mask, v.shape[0], v.shape[2])
+    lengths = torch.tensor(key_lengths, device=v.device)
     valid = torch.arange(v.shape[2], device=v.device)[None, :] < lengths[:, None]  # (B, Nk)
-    sums = (v.float() * valid[:, None, :, None]).sum(dim=2, keepdim=True)
-    return sums / lengths[:, None, None, None]
+    mean = (v.float() * valid[:, None, :, None]).sum(dim=2, keepdim=True) / lengths[:, None, None, None]
+    if query_lengths is None:
+        return mean
+    rows = torch.arange(v.shape[2], device=v.device)[None, :] < torch.tensor(query_lengths, device=v.device)[:, None]
+    return mean * rows[:, None, :, None]  # padded queries attend to nothing: zeros, as SDPA gives them
 
 
 def _reorder(x: torch.Tensor, perm: torch.Tensor) -> torch.Tensor:
@@ -474,18 +481,46 @@ def _reorder(x: torch.Tensor, perm: torch.Tensor) -> torch.Tensor:
     return torch.gather(x, 2, index)
 
 
-def _key_prefix_lengths(attn_mask: torch.Tensor, batch: int, n_keys: int) -> list[int]:
-    """Per sample, how many leading keys a boolean key-padding mask keeps; ValueError for other masks."""
+def _padding_lengths(attn_mask: torch.Tensor, batch: int, n_keys: int) -> tuple[list[int], list[int] | None]:
+    """Per sample, how many leading keys a boolean padding mask keeps, and how many leading queries.
+
+    Two masks are accepted: a key-padding mask ``(B or 1, 1, 1, Nk)`` (also ``(B, h, N, Nk)`` with equal
+    rows), whose query count is None (every query attends); and the joint padding mask of HunyuanVideo 1.5,
+    ``(B or 1, 1, N, Nk)`` with ``mask[b, 0, i, j] = keep[b, i] & keep[b, j]``, where padded queries attend to
+    nothing (SDPA gives them zeros). Kept tokens must come first. ValueError for any other mask.
+    """
     if attn_mask.dtype != torch.bool:
         raise ValueError(f"dit-sparse takes boolean key-padding masks only, got an attention mask of {attn_mask.dtype}")
-    keys = attn_mask.reshape(attn_mask.shape[0], -1, attn_mask.shape[-1])
-    if attn_mask.shape[-1] != n_keys or keys.shape[0] not in (1, batch) or not bool((keys == keys[:, :1]).all()):
-        raise ValueError(
-            f"dit-sparse takes key-padding masks of shape (B, 1, 1, {n_keys}); got {tuple(attn_mask.shape)}"
-        )
-    keys = keys[:, 0].expand(batch, n_keys)  # (B, Nk)
-    lengths = keys.sum(dim=-1)
-    prefix = torch.arange(n_keys, device=keys.device)[None, :] < lengths[:, None]
-    if not torch.equal(prefix, keys):
-        raise ValueError("dit-sparse takes key-padding masks whose kept keys come first (padding at the end)")
+    shape_error = ValueError(
+        f"dit-sparse takes key-padding masks of shape (B, 1, 1, {n_keys}) or joint padding masks of shape "
+        f"(B, 1, N, {n_keys}) (query i and key j both kept); got {tuple(attn_mask.shape)}"
+    )
+    if attn_mask.shape[-1] != n_keys or attn_mask.shape[0] not in (1, batch):
+        raise shape_error
+    rows = attn_mask.reshape(attn_mask.shape[0], -1, n_keys)  # (B, h * Nq, Nk)
+    keys = rows.any(dim=1)  # (B, Nk): keys some query reads
+    queries = None
+    if not bool((rows == keys[:, None]).all()):
+        if attn_mask.dim() != 4 or attn_mask.shape[1] != 1:
+            raise shape_error
+        queries = rows.any(dim=2)  # (B, Nq): queries that read some key
+        for start in range(0, rows.shape[1], 4096):  # the outer product, checked in slices of rows
+            part = queries[:, start : start + 4096, None] & keys[:, None, :]
+            if not torch.equal(rows[:, start : start + 4096], part):
+                raise shape_error
+    key_lengths = _prefix_lengths(keys, "keys")
+    if queries is None:
+        return [key_lengths[0]] * batch if len(key_lengths) < batch else key_lengths, None
+    query_lengths = _prefix_lengths(queries, "queries")
+    if len(key_lengths) < batch:
+        key_lengths, query_lengths = key_lengths * batch, query_lengths * batch
+    return key_lengths, query_lengths
+
+
+def _prefix_lengths(kept: torch.Tensor, what: str) -> list[int]:
+    """``kept.sum(-1)`` per row of a ``(B, N)`` boolean, which must keep a prefix."""
+    lengths = kept.sum(dim=-1)
+    prefix = torch.arange(kept.shape[-1], device=kept.device)[None, :] < lengths[:, None]
+    if not torch.equal(prefix, kept):
+        raise ValueError(f"dit-sparse takes padding masks whose kept {what} come first (padding at the end)")
     return [int(n) for n in lengths.tolist()]

@@ -20,14 +20,33 @@ from typing import Any
 import torch
 from diffusers import (
     CogVideoXPipeline,
+    Cosmos2_5_PredictBasePipeline,
+    Cosmos2_5_TransferPipeline,
+    Cosmos2TextToImagePipeline,
+    Cosmos2VideoToWorldPipeline,
+    CosmosTextToWorldPipeline,
+    CosmosVideoToWorldPipeline,
     FluxPipeline,
+    HunyuanVideo15ImageToVideoPipeline,
+    HunyuanVideo15Pipeline,
     HunyuanVideoPipeline,
+    LTX2ConditionPipeline,
+    LTX2DFRPipeline,
+    LTX2DFRTemporalRefinePipeline,
+    LTX2HDRPipeline,
+    LTX2ImageToVideoPipeline,
+    LTX2InContextPipeline,
+    LTX2Pipeline,
+    LTXConditionPipeline,
+    LTXImageToVideoPipeline,
+    LTXPipeline,
     MochiPipeline,
     SkyReelsV2DiffusionForcingImageToVideoPipeline,
     SkyReelsV2DiffusionForcingPipeline,
     SkyReelsV2DiffusionForcingVideoToVideoPipeline,
     SkyReelsV2ImageToVideoPipeline,
     SkyReelsV2Pipeline,
+    WanAnimatePipeline,
     WanImageToVideoPipeline,
     WanPipeline,
     WanVACEPipeline,
@@ -108,6 +127,89 @@ class SparseMochiPipeline(SparsePipelineMixin, MochiPipeline):
     """``diffusers.MochiPipeline`` (Mochi 1) with sparse joint self-attention (video and each prompt's text)."""
 
 
+class SparseWanAnimatePipeline(SparsePipelineMixin, WanAnimatePipeline):
+    """``diffusers.WanAnimatePipeline`` (Wan 2.2 Animate) with sparse self-attention over the reference frame and the
+    video; the face adapter's cross-attention stays dense. Each segment of a long video is a new generation."""
+
+
+class SparseHunyuanVideo15Pipeline(SparsePipelineMixin, HunyuanVideo15Pipeline):
+    """``diffusers.HunyuanVideo15Pipeline`` (HunyuanVideo 1.5 text-to-video) with sparse self-attention."""
+
+
+class SparseHunyuanVideo15ImageToVideoPipeline(SparsePipelineMixin, HunyuanVideo15ImageToVideoPipeline):
+    """``diffusers.HunyuanVideo15ImageToVideoPipeline`` with sparse self-attention."""
+
+
+class SparseLTXPipeline(SparsePipelineMixin, LTXPipeline):
+    """``diffusers.LTXPipeline`` (LTX-Video text-to-video) with sparse self-attention."""
+
+
+class SparseLTXImageToVideoPipeline(SparsePipelineMixin, LTXImageToVideoPipeline):
+    """``diffusers.LTXImageToVideoPipeline`` with sparse self-attention."""
+
+
+class SparseLTXConditionPipeline(SparsePipelineMixin, LTXConditionPipeline):
+    """``diffusers.LTXConditionPipeline`` with sparse self-attention; condition frames placed after frame 0, which
+    the pipeline puts before the video, stay dense."""
+
+
+class SparseLTX2Pipeline(SparsePipelineMixin, LTX2Pipeline):
+    """``diffusers.LTX2Pipeline`` (LTX-2 text-to-audio-video) with sparse video self-attention; audio
+    self-attention and every cross-attention stay dense."""
+
+
+class SparseLTX2ImageToVideoPipeline(SparsePipelineMixin, LTX2ImageToVideoPipeline):
+    """``diffusers.LTX2ImageToVideoPipeline`` with sparse video self-attention."""
+
+
+class SparseLTX2ConditionPipeline(SparsePipelineMixin, LTX2ConditionPipeline):
+    """``diffusers.LTX2ConditionPipeline`` with sparse video self-attention; appended keyframes stay dense."""
+
+
+class SparseLTX2InContextPipeline(SparsePipelineMixin, LTX2InContextPipeline):
+    """``diffusers.LTX2InContextPipeline`` (IC-LoRA) with sparse video self-attention; the appended reference
+    video stays dense, and calls with ``conditioning_attention_strength`` < 1 are refused."""
+
+
+class SparseLTX2HDRPipeline(SparsePipelineMixin, LTX2HDRPipeline):
+    """``diffusers.LTX2HDRPipeline`` with sparse video self-attention; the appended reference video stays dense."""
+
+
+class SparseLTX2DFRPipeline(SparsePipelineMixin, LTX2DFRPipeline):
+    """``diffusers.LTX2DFRPipeline`` (dynamic frame rate) with sparse video self-attention; keyframes and slots
+    after the grid stay dense."""
+
+
+class SparseLTX2DFRTemporalRefinePipeline(SparsePipelineMixin, LTX2DFRTemporalRefinePipeline):
+    """``diffusers.LTX2DFRTemporalRefinePipeline`` with sparse video self-attention (each temporal tile is a
+    new generation)."""
+
+
+class SparseCosmosTextToWorldPipeline(SparsePipelineMixin, CosmosTextToWorldPipeline):
+    """``diffusers.CosmosTextToWorldPipeline`` (Cosmos 1.0) with sparse self-attention."""
+
+
+class SparseCosmosVideoToWorldPipeline(SparsePipelineMixin, CosmosVideoToWorldPipeline):
+    """``diffusers.CosmosVideoToWorldPipeline`` (Cosmos 1.0) with sparse self-attention."""
+
+
+class SparseCosmos2TextToImagePipeline(SparsePipelineMixin, Cosmos2TextToImagePipeline):
+    """``diffusers.Cosmos2TextToImagePipeline`` (Cosmos Predict2) with sparse self-attention."""
+
+
+class SparseCosmos2VideoToWorldPipeline(SparsePipelineMixin, Cosmos2VideoToWorldPipeline):
+    """``diffusers.Cosmos2VideoToWorldPipeline`` (Cosmos Predict2) with sparse self-attention."""
+
+
+class SparseCosmos2_5_PredictBasePipeline(SparsePipelineMixin, Cosmos2_5_PredictBasePipeline):
+    """``diffusers.Cosmos2_5_PredictBasePipeline`` (Cosmos Predict2.5) with sparse self-attention."""
+
+
+class SparseCosmos2_5_TransferPipeline(SparsePipelineMixin, Cosmos2_5_TransferPipeline):
+    """``diffusers.Cosmos2_5_TransferPipeline`` (Cosmos Transfer2.5) with sparse self-attention in the transformer;
+    the ControlNet's blocks stay dense. Each chunk of a long video is a new generation."""
+
+
 class SparseCogVideoXPipeline(SparsePipelineMixin, CogVideoXPipeline):
     """``diffusers.CogVideoXPipeline`` (CogVideoX 1.0 / 1.5) with sparse self-attention."""
 
@@ -118,8 +220,26 @@ class SparseFluxPipeline(SparsePipelineMixin, FluxPipeline):
 
 __all__ = [
     "SparseCogVideoXPipeline",
+    "SparseCosmos2TextToImagePipeline",
+    "SparseCosmos2VideoToWorldPipeline",
+    "SparseCosmos2_5_PredictBasePipeline",
+    "SparseCosmos2_5_TransferPipeline",
+    "SparseCosmosTextToWorldPipeline",
+    "SparseCosmosVideoToWorldPipeline",
     "SparseFluxPipeline",
+    "SparseHunyuanVideo15ImageToVideoPipeline",
+    "SparseHunyuanVideo15Pipeline",
     "SparseHunyuanVideoPipeline",
+    "SparseLTX2ConditionPipeline",
+    "SparseLTX2DFRPipeline",
+    "SparseLTX2DFRTemporalRefinePipeline",
+    "SparseLTX2HDRPipeline",
+    "SparseLTX2ImageToVideoPipeline",
+    "SparseLTX2InContextPipeline",
+    "SparseLTX2Pipeline",
+    "SparseLTXConditionPipeline",
+    "SparseLTXImageToVideoPipeline",
+    "SparseLTXPipeline",
     "SparseMochiPipeline",
     "SparsePipelineMixin",
     "SparseSkyReelsV2DiffusionForcingImageToVideoPipeline",
@@ -127,6 +247,7 @@ __all__ = [
     "SparseSkyReelsV2DiffusionForcingVideoToVideoPipeline",
     "SparseSkyReelsV2ImageToVideoPipeline",
     "SparseSkyReelsV2Pipeline",
+    "SparseWanAnimatePipeline",
     "SparseWanImageToVideoPipeline",
     "SparseWanPipeline",
     "SparseWanVACEPipeline",
