@@ -54,6 +54,7 @@ class SparseAttentionHook(ModelHook):
 
     def new_forward(self, module: torch.nn.Module, *args, **kwargs):
         token = enter_layer(self.sparse, self.layer)
+        self.sparse.enter_module()
         scope = SDPAOverride(self.sparse, self.layer) if self.bridge == "sdpa" else contextlib.nullcontext()
         try:
             with scope:

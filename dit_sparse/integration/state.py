@@ -6,6 +6,7 @@ import dataclasses
 import logging
 import math
 import time
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -68,6 +69,8 @@ class SparseState:
         self.layout: VideoLayout | None = None  # the current call's (per_sample_text: fitted to the call)
         self.forward_layout: VideoLayout | None = None  # read from the transformer's forward arguments
         self._sample_calls = [0] * len(original_backends)  # per layer, attention calls in this forward
+        self.forward_entries = self.forward_attends = 0  # self-attention module forwards / attend calls
+        self._warned_bypass = False
         self.step = 0
         self.context: str | None = None
         self._last_timestep: float | None = None
@@ -149,6 +152,7 @@ class SparseState:
             self._last_timestep, self._last_mean = t, mean
         self.layout = self.forward_layout = self.spec.read_layout(transformer, call)
         self._sample_calls = [0] * len(self._original_backends)
+        self.forward_entries = self.forward_attends = 0
         check_token_split(context_parallel, self.spec.name, self.layout)
         device = call["hidden_states"].device
         token = self.transformer_timer.start(device)
@@ -158,6 +162,22 @@ class SparseState:
     @torch.compiler.disable
     def end_forward(self, token) -> None:
         self.transformer_timer.stop(token)
+        if self.forward_entries and not self.forward_attends and not self._warned_bypass:
+            # The self-attention modules ran but their attention never reached dit-sparse: a processor that
+            # dispatches to a global diffusers backend (Cosmos) under a backend other than native.
+            self._warned_bypass = True
+            warnings.warn(
+                f"dit-sparse: {self.spec.name}'s self-attention ran {self.forward_entries} times in a forward "
+                f"without reaching dit-sparse, so it ran dense (diffusers' active attention backend: "
+                f"{_active_backend_name()}); this model's processor uses the global backend, so leave it at "
+                "'native' for sparse attention",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+
+    def enter_module(self) -> None:
+        """A self-attention module of this transformer starts its forward (counted against :meth:`attend`)."""
+        self.forward_entries += 1
 
     # -- one self-attention call -----------------------------------------------------------------------
     def attend(
@@ -190,6 +210,7 @@ class SparseState:
                 f"layer {layer}: heads [{head_offset}, {head_offset + q.shape[1]}) are not a slice of the "
                 f"layer's {total} heads"
             )
+        self.forward_attends += 1
         layout, context = self._call_layout(layer, q.shape[2])
         for observer in self.observers:
             observer(self, layer, q, k, v)
@@ -479,6 +500,13 @@ def _reorder(x: torch.Tensor, perm: torch.Tensor) -> torch.Tensor:
         return x[:, :, perm]
     index = perm[None, :, :, None].expand(x.shape[0], -1, -1, x.shape[-1])  # (B, H, N, D)
     return torch.gather(x, 2, index)
+
+
+def _active_backend_name() -> str:
+    from diffusers.models.attention_dispatch import _AttentionBackendRegistry
+
+    backend = getattr(_AttentionBackendRegistry, "_active_backend", "unknown")
+    return str(getattr(backend, "value", backend))
 
 
 def _padding_lengths(attn_mask: torch.Tensor, batch: int, n_keys: int) -> tuple[list[int], list[int] | None]:
