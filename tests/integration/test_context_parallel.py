@@ -85,6 +85,36 @@ def tiny_flux():
     return model, inputs
 
 
+def tiny_ltx_video():
+    """A 2-layer LTX-Video transformer with 4 heads of 8 on LTXPipeline-style inputs: 5 x 9 x 8 = 360 packed
+    tokens (an even split; the grid comes from num_frames, height and width, which are not split) and one
+    timestep per sample.
+
+    Without ``encoder_attention_mask``, which LTXPipeline always passes: diffusers 0.42.1 itself fails under
+    Ulysses with that T5 mask in the cross-attention attn2 (a batch-size mismatch, with or without dit-sparse),
+    as it does with the per-token timesteps of LTXImageToVideoPipeline and LTXConditionPipeline.
+    """
+    from diffusers import LTXVideoTransformer3DModel
+
+    torch.manual_seed(0)
+    model = LTXVideoTransformer3DModel(
+        in_channels=8, out_channels=8, num_attention_heads=HEADS, attention_head_dim=8, cross_attention_dim=32,
+        num_layers=2, caption_channels=32,
+    )  # fmt: skip
+    generator = torch.Generator().manual_seed(1)
+    inputs = {
+        "hidden_states": torch.randn(2, 5 * 9 * 8, 8, generator=generator),  # (B, F * H * W, C), frame-major
+        "encoder_hidden_states": torch.randn(2, 16, 32, generator=generator),
+        "encoder_attention_mask": None,  # a required argument of the forward
+        "timestep": torch.tensor([900.0, 900.0]),
+        "num_frames": 5,
+        "height": 9,
+        "width": 8,
+        "rope_interpolation_scale": (8 / 25, 32, 32),
+    }
+    return model.eval(), inputs
+
+
 def config_for(name: str):
     import dit_sparse as ds
 
@@ -144,6 +174,13 @@ def _worker_methods(rank: int, out: Path) -> None:
         if name == "radial":  # applied before enable_parallelism: removal must keep the parallel config
             ds.remove_sparse_attention(model)
             results["outputs"]["removed"] = forward(model, inputs)
+
+    model, inputs = tiny_ltx_video()  # radial applied after enable_parallelism (Wan's radial: before)
+    parallel(model, ulysses_degree=WORLD)
+    ds.apply_sparse_attention(model, config_for("radial"))
+    recorder.masks = []
+    results["outputs"]["ltx_video"] = forward(model, inputs)
+    results["masks"]["ltx_video"] = recorder.masks
 
     model, inputs = tiny_wan(heads=3)
     parallel(model, ulysses_degree=WORLD, ulysses_anything=True)
@@ -267,6 +304,23 @@ def test_ulysses_output_equals_single_process(name, worker_results, monkeypatch)
     assert (forward(dense, tiny_wan()[1]) - expected).abs().max() > 1e-3  # the method is really sparse here
     for rank in range(WORLD):
         torch.testing.assert_close(worker_results[rank]["outputs"][name], expected, atol=1e-5, rtol=1e-5)
+
+
+def test_ltx_video_ulysses_output_equals_single_process(worker_results):
+    """LTX-Video (video-only self-attention, layout from the forward's grid arguments) with radial: every
+    rank runs its 2 heads over the whole sequence, and its output is the single-process output."""
+    import dit_sparse as ds
+
+    dense, inputs = tiny_ltx_video()
+    model, _ = tiny_ltx_video()
+    ds.apply_sparse_attention(model, config_for("radial"))
+    expected = forward(model, inputs)
+    assert ds.summary(model)["mean_density"] < 1
+    assert (forward(dense, inputs) - expected).abs().max() > 1e-3  # radial is really sparse here
+    for rank in range(WORLD):
+        torch.testing.assert_close(worker_results[rank]["outputs"]["ltx_video"], expected, atol=1e-5, rtol=1e-5)
+        used = worker_results[rank]["masks"]["ltx_video"]  # this rank's 2 heads of the whole 360-token sequence
+        assert [(layer, tuple(blocks.shape)) for layer, blocks in used] == [(0, (1, 2, 23, 23)), (1, (1, 2, 23, 23))]
 
 
 def test_per_head_assignment_is_sliced_by_rank(worker_results, monkeypatch):
