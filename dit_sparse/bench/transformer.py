@@ -57,6 +57,84 @@ MODELS: dict[str, dict[str, Any]] = {
     "wan2.1-vace-14b": {"class": "WanVACETransformer3DModel",
                         "config": _WAN_14B | dict(vace_layers=list(range(0, 40, 5)), vace_in_channels=96),
                         "latent": _WAN_LATENT, "native": (81, 720, 1280)},
+    # Wan 2.2 Animate 14B: [reference frame, video] over Wan 2.1 14B blocks, pose latents, a face adapter.
+    "wan2.2-animate-14b": {"class": "WanAnimateTransformer3DModel",
+                           "config": _WAN_14B | dict(in_channels=36, image_dim=1280, added_kv_proj_dim=5120,
+                                                     inject_face_latents_blocks=5, motion_encoder_size=512),
+                           "latent": _WAN_LATENT, "native": (77, 720, 1280)},
+    # HunyuanVideo 1.5 (480p and 720p share the architecture): 54 dual-stream blocks over [video, image (729
+    # SigLIP), byT5 (256), Qwen2.5-VL (1000)] tokens; the VAE is x16 in space, patch 1.
+    "hunyuanvideo1.5": {
+        "class": "HunyuanVideo15Transformer3DModel",
+        "config": dict(in_channels=65, out_channels=32, num_attention_heads=16, attention_head_dim=128, num_layers=54,
+                       num_refiner_layers=2, mlp_ratio=4.0, patch_size=1, patch_size_t=1, qk_norm="rms_norm",
+                       text_embed_dim=3584, text_embed_2_dim=1472, image_embed_dim=1152, rope_theta=256.0,
+                       rope_axes_dim=(16, 56, 56), target_size=640, task_type="t2v"),
+        "latent": {"channels": 65, "temporal": 4, "spatial": 16, "patch": (1, 1, 1), "text_len": 1000,
+                   "text_dim": 3584, "text_2": (256, 1472), "image_tokens": (729, 1152)},
+        "native": (121, 480, 848),
+    },
+    # LTX-Video 0.9.x 2B (0.9.0-0.9.5) and 13B (0.9.7): packed tokens, VAE x32 in space and x8 in time, patch 1.
+    "ltx-video-2b": {
+        "class": "LTXVideoTransformer3DModel",
+        "config": dict(in_channels=128, out_channels=128, num_attention_heads=32, attention_head_dim=64,
+                       cross_attention_dim=2048, num_layers=28, caption_channels=4096),
+        "latent": {"channels": 128, "temporal": 8, "spatial": 32, "patch": (1, 1, 1), "text_len": 128,
+                   "text_dim": 4096},
+        "native": (161, 512, 704),
+    },
+    "ltx-video-13b": {
+        "class": "LTXVideoTransformer3DModel",
+        "config": dict(in_channels=128, out_channels=128, num_attention_heads=32, attention_head_dim=128,
+                       cross_attention_dim=4096, num_layers=48, caption_channels=4096),
+        "latent": {"channels": 128, "temporal": 8, "spatial": 32, "patch": (1, 1, 1), "text_len": 256,
+                   "text_dim": 4096},
+        "native": (161, 512, 768),
+    },
+    # LTX-2 19B (2.0 flags): video 32 x 128 and audio 32 x 64 streams; audio at 25 latent frames per second.
+    "ltx2-19b": {
+        "class": "LTX2VideoTransformer3DModel",
+        "config": dict(in_channels=128, out_channels=128, num_attention_heads=32, attention_head_dim=128,
+                       cross_attention_dim=4096, audio_in_channels=128, audio_out_channels=128,
+                       audio_num_attention_heads=32, audio_attention_head_dim=64, audio_cross_attention_dim=2048,
+                       num_layers=48, caption_channels=3840, rope_type="split", rope_double_precision=True),
+        "latent": {"channels": 128, "temporal": 8, "spatial": 32, "patch": (1, 1, 1), "text_len": 1024,
+                   "text_dim": 3840, "fps": 24.0, "audio_per_second": 25},
+        "native": (121, 512, 768),
+    },
+    # Mochi 1 (10B): joint [video, text] attention, VAE x8 in space and x6 in time, patch 2.
+    "mochi-1": {
+        "class": "MochiTransformer3DModel",
+        "config": dict(patch_size=2, num_attention_heads=24, attention_head_dim=128, num_layers=48,
+                       pooled_projection_dim=1536, in_channels=12, text_embed_dim=4096, time_embed_dim=256,
+                       activation_fn="swiglu", qk_norm="rms_norm", max_sequence_length=256),
+        "latent": {"channels": 12, "temporal": 6, "spatial": 8, "patch": (1, 2, 2), "text_len": 256,
+                   "text_dim": 4096},
+        "native": (163, 480, 848),
+    },
+    # Cosmos Predict2.5 2B (also Transfer2.5's transformer) on the Wan VAE, and Cosmos 1.0 7B on its CV8x8x8 VAE.
+    # concat_padding_mask is off: it needs torchvision, and it only adds one input channel (the pipelines pass
+    # an all-zero padding mask).
+    "cosmos-predict2.5-2b": {
+        "class": "CosmosTransformer3DModel",
+        "config": dict(in_channels=17, out_channels=16, num_attention_heads=16, attention_head_dim=128, num_layers=28,
+                       mlp_ratio=4.0, text_embed_dim=1024, adaln_lora_dim=256, max_size=(128, 240, 240),
+                       patch_size=(1, 2, 2), rope_scale=(1.0, 3.0, 3.0), concat_padding_mask=False,
+                       extra_pos_embed_type=None),
+        "latent": {"channels": 16, "temporal": 4, "spatial": 8, "patch": (1, 2, 2), "text_len": 512,
+                   "text_dim": 1024},
+        "native": (93, 704, 1280),
+    },
+    "cosmos-1.0-7b": {
+        "class": "CosmosTransformer3DModel",
+        "config": dict(in_channels=16, out_channels=16, num_attention_heads=32, attention_head_dim=128, num_layers=28,
+                       mlp_ratio=4.0, text_embed_dim=1024, adaln_lora_dim=256, max_size=(128, 240, 240),
+                       patch_size=(1, 2, 2), rope_scale=(2.0, 1.0, 1.0), concat_padding_mask=False,
+                       extra_pos_embed_type="learnable"),
+        "latent": {"channels": 16, "temporal": 8, "spatial": 8, "patch": (1, 2, 2), "text_len": 512,
+                   "text_dim": 1024},
+        "native": (121, 704, 1280),
+    },
     "hunyuanvideo": {
         "class": "HunyuanVideoTransformer3DModel",
         "config": dict(in_channels=16, out_channels=16, num_attention_heads=24, attention_head_dim=128, num_layers=20,
@@ -104,6 +182,8 @@ def build_transformer(name: str, *, num_layers: int | None = None, dtype=torch.b
         config["num_layers"] = num_layers
         if "num_single_layers" in config:
             config["num_single_layers"] = num_layers
+        if "inject_face_latents_blocks" in config:  # Wan Animate: a face adapter after every k-th block
+            config["inject_face_latents_blocks"] = min(config["inject_face_latents_blocks"], num_layers)
         if "vace_layers" in config:  # the same spacing of control blocks over fewer layers
             step = config["vace_layers"][1] - config["vace_layers"][0] if len(config["vace_layers"]) > 1 else 1
             config["vace_layers"] = list(range(0, num_layers, step))
@@ -138,6 +218,35 @@ def model_inputs(name: str, resolution: tuple[int, int, int], *, dtype, device, 
         inputs |= {"encoder_attention_mask": torch.ones(batch, latent["text_len"], device=device, dtype=torch.long),
                    "pooled_projections": randn(batch, 768),
                    "guidance": torch.full((batch,), 6000.0, device=device)}  # fmt: skip
+    elif cls == "HunyuanVideo15Transformer3DModel":
+        (len_2, dim_2), (image_tokens, image_dim) = latent["text_2"], latent["image_tokens"]
+        inputs |= {"encoder_attention_mask": torch.ones(batch, latent["text_len"], device=device),
+                   "encoder_hidden_states_2": randn(batch, len_2, dim_2),
+                   "encoder_attention_mask_2": torch.ones(batch, len_2, device=device),
+                   "image_embeds": randn(batch, image_tokens, image_dim)}  # fmt: skip
+    elif cls == "MochiTransformer3DModel":
+        inputs |= {"encoder_attention_mask": torch.ones(batch, latent["text_len"], device=device, dtype=torch.bool)}
+    elif cls == "CosmosTransformer3DModel":
+        inputs["timestep"] = torch.full((batch,), 0.9, device=device)
+        if entry["config"]["in_channels"] > latent["channels"]:  # video-to-world: the condition-mask channel
+            inputs["condition_mask"] = torch.ones(batch, 1, frames, height, width, device=device, dtype=dtype)
+    elif cls == "WanAnimateTransformer3DModel":
+        inputs["hidden_states"] = randn(batch, entry["config"]["in_channels"], frames + 1, height, width)  # + ref
+        inputs |= {"pose_hidden_states": randn(batch, 16, frames, height, width),
+                   "face_pixel_values": randn(batch, 3, resolution[0], 512, 512),
+                   "encoder_hidden_states_image": randn(batch, 257, 1280)}  # fmt: skip
+    elif cls in ("LTXVideoTransformer3DModel", "LTX2VideoTransformer3DModel"):
+        tokens = randn(batch, frames * height * width, latent["channels"])  # packed (B, N, C), patch 1
+        text_mask = torch.ones(batch, latent["text_len"], device=device)
+        inputs |= {"hidden_states": tokens, "encoder_attention_mask": text_mask, "num_frames": frames,
+                   "height": height, "width": width}  # fmt: skip
+        if cls == "LTXVideoTransformer3DModel":
+            inputs["rope_interpolation_scale"] = (latent["temporal"] / 25.0, latent["spatial"], latent["spatial"])
+        else:
+            audio_frames = round(resolution[0] / latent["fps"] * latent["audio_per_second"])
+            inputs |= {"audio_hidden_states": randn(batch, audio_frames, entry["config"]["audio_in_channels"]),
+                       "audio_encoder_hidden_states": text, "audio_num_frames": audio_frames, "fps": latent["fps"],
+                       "audio_encoder_attention_mask": inputs["encoder_attention_mask"]}  # fmt: skip
     elif cls == "WanVACETransformer3DModel":
         inputs |= {"control_hidden_states": randn(batch, entry["config"]["vace_in_channels"], frames, height, width)}
     elif cls == "SkyReelsV2Transformer3DModel" and entry["config"].get("inject_sample_info"):

@@ -31,3 +31,20 @@ def test_every_architecture_builds_and_runs_scaled_down(name):
     assert torch.isfinite(out).all()
     with pytest.raises(ValueError, match="unknown model"):
         build_transformer("sora")
+
+
+def test_native_resolution_is_each_models_own_and_unknown_names_are_refused():
+    from dit_sparse.bench.transformer import resolution_of
+
+    assert resolution_of("ltx-video-2b", "native") == (161, 512, 704)
+    assert resolution_of("mochi-1", "480p") == (81, 480, 832)
+    assert resolution_of("mochi-1", (9, 32, 32)) == (9, 32, 32)
+    with pytest.raises(ValueError, match="unknown resolution"):
+        resolution_of("mochi-1", "1080p")
+
+
+def test_scaled_down_wan_derived_models_keep_their_extra_blocks():
+    vace = build_transformer("wan2.1-vace-1.3b", num_layers=4, dtype=torch.float32, device="cpu")
+    assert vace.config.vace_layers == [0, 2]  # every 2nd layer, as the 1.3B's 15 of 30
+    animate = build_transformer("wan2.2-animate-14b", num_layers=1, dtype=torch.float32, device="cpu")
+    assert len(animate.face_adapter) == 1
