@@ -93,6 +93,15 @@ def accepted_kwargs(pipe, optional: dict[str, Any]) -> dict[str, Any]:
     return kwargs
 
 
+def pipeline_args(pipe, extra: dict[str, Any]) -> dict[str, Any]:
+    """``extra`` call arguments; ValueError naming any that ``pipe``'s ``__call__`` does not take."""
+    accepted = set(inspect.signature(type(pipe).__call__).parameters)
+    unknown = sorted(set(extra) - accepted)
+    if unknown:
+        raise ValueError(f"{type(pipe).__name__} does not take {', '.join(unknown)}")
+    return dict(extra)
+
+
 def _call_kwargs(pipe, settings: GenerationSettings) -> dict[str, Any]:
     optional = {
         "negative_prompt": settings.negative_prompt,

@@ -63,13 +63,13 @@ def median_ms(fn: Callable[[], Any], device: torch.device, warmup: int, repeats:
     return statistics.median(times)
 
 
-def parse_params(items: list[str]) -> dict:
-    """``["NAME=VALUE", ...]`` from repeated ``--param`` options; values are JSON where they parse, else strings."""
+def parse_params(items: list[str], option: str = "--param") -> dict:
+    """``["NAME=VALUE", ...]`` from a repeated ``option``; values are JSON where they parse, else strings."""
     params = {}
     for item in items:
         name, sep, value = item.partition("=")
         if not sep or not name:
-            raise ValueError(f"--param takes NAME=VALUE, got {item!r}")
+            raise ValueError(f"{option} takes NAME=VALUE, got {item!r}")
         try:
             params[name] = json.loads(value)
         except json.JSONDecodeError:

@@ -15,6 +15,7 @@ from dit_sparse.generation import (
     init_context_parallel,
     load_pipeline,
     markdown_table,
+    pipeline_args,
     run_once,
     save_report,
     speed_report,
@@ -72,6 +73,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--height", type=positive_int)
     parser.add_argument("--width", type=positive_int)
     parser.add_argument("--guidance", type=float, help="classifier-free guidance scale")
+    parser.add_argument(
+        "--pipeline-arg",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="another argument of the pipeline's call, e.g. frame_rate=24 or max_sequence_length=256 (JSON)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--dtype", choices=sorted(DTYPES), help="default: bfloat16 on CUDA, float32 on CPU")
     parser.add_argument("--device", help="default: cuda if available, else cpu")
@@ -143,6 +151,7 @@ def _generate(args: argparse.Namespace, config: SparseAttentionConfig, device: s
         width=args.width,
         guidance=args.guidance,
         seed=args.seed,
+        extra=pipeline_args(pipe, parse_params(args.pipeline_arg, "--pipeline-arg")),
     )
     if rank == 0:
         os.makedirs(args.out, exist_ok=True)

@@ -142,3 +142,47 @@ def test_config_defaults_follow_the_model():
     own = config("--model", "some/model")  # another model: radial, no dense steps, blocks of 128
     assert (own.method, own.dense_steps, own.block_size) == ("radial", 0, 128)
     assert config("--method", "adaspa").method_params(0)["density"] == 0.2  # the method's own defaults
+
+
+def _ltx_video_folder(folder):
+    from tiny_ltx_video import tiny_ltx_pipeline
+
+    tiny_ltx_pipeline().save_pretrained(folder)
+    return ["--frames", "33", "--height", "288", "--width", "224", "--pipeline-arg", "frame_rate=25"]
+
+
+def _ltx2_folder(folder):
+    from tiny_ltx2 import tiny_ltx2_pipeline
+
+    tiny_ltx2_pipeline().save_pretrained(folder)
+    # the tiny model has 2 blocks; the pipeline's spatio-temporal guidance defaults to block 28 of 48
+    return ["--frames", "17", "--height", "288", "--width", "224", "--pipeline-arg",
+            "spatio_temporal_guidance_blocks=[1]", "--pipeline-arg", "max_sequence_length=16"]  # fmt: skip
+
+
+def _mochi_folder(folder):
+    from tiny_models import tiny_mochi_pipeline
+
+    tiny_mochi_pipeline().save_pretrained(folder)
+    return ["--frames", "25", "--height", "144", "--width", "112"]
+
+
+@pytest.mark.parametrize("family", ["ltx_video", "ltx2", "mochi"])
+def test_generate_runs_a_new_family_from_a_local_folder(family, tmp_path):
+    """`--model` takes any supported family's saved pipeline; `--pipeline-arg` passes what the CLI has no
+    option for."""
+    folder = tmp_path / family
+    args = {"ltx_video": _ltx_video_folder, "ltx2": _ltx2_folder, "mochi": _mochi_folder}[family](folder)
+    out = tmp_path / "run"
+    code = main(["generate", "--model", str(folder), "--steps", "2", "--guidance", "3", *args, *SPARSE_ARGS,
+                 "--out", str(out)])  # fmt: skip
+    assert code == 0
+    report = json.loads((out / "report.json").read_text())
+    assert (out / "sparse.mp4").stat().st_size > 0 and 0 < report["summary"]["mean_density"] < 1
+
+
+def test_a_pipeline_arg_the_pipeline_does_not_take_is_refused(wan_folder, tmp_path, capsys):
+    code = main(["generate", "--model", wan_folder, *WAN_ARGS, *SPARSE_ARGS, "--pipeline-arg", "frame_rate=25",
+                 "--out", str(tmp_path / "run")])  # fmt: skip
+    assert code != 0
+    assert "WanPipeline does not take frame_rate" in capsys.readouterr().err
