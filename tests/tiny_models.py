@@ -51,8 +51,11 @@ from diffusers import (
 from tokenizers import Tokenizer, normalizers, pre_tokenizers, processors
 from tokenizers.models import WordLevel
 from transformers import (
+    CLIPImageProcessorPil,
     CLIPTextConfig,
     CLIPTextModel,
+    CLIPVisionConfig,
+    CLIPVisionModel,
     LlamaConfig,
     LlamaModel,
     PreTrainedTokenizerFast,
@@ -181,6 +184,32 @@ def tiny_llama_encoder() -> LlamaModel:
 
 
 # ---------------------------------------------------------------------------------------------------------
+# Image encoder of the image-to-video pipelines (Wan I2V, SkyReels-V2 I2V, Wan Animate): a tiny CLIP ViT
+# ---------------------------------------------------------------------------------------------------------
+
+CLIP_IMAGE_SIZE = 32  # CLIP ViT input 32 x 32, patch 8 -> 16 patches + the class token = 17 image tokens
+CLIP_DIM = 32  # hidden size of the tiny CLIP vision tower = the transformer's image_dim (the real model: 1280)
+
+
+def tiny_clip_vision_encoder() -> CLIPVisionModel:
+    # The pipeline takes hidden_states[-2] (the penultimate layer), as Wan I2V: 17 tokens of CLIP_DIM.
+    torch.manual_seed(SEED)
+    config = CLIPVisionConfig(
+        hidden_size=CLIP_DIM, intermediate_size=64, projection_dim=CLIP_DIM, num_hidden_layers=2,
+        num_attention_heads=4, num_channels=3, image_size=CLIP_IMAGE_SIZE, patch_size=8,
+    )  # fmt: skip
+    return CLIPVisionModel(config).eval()
+
+
+def tiny_clip_image_processor() -> CLIPImageProcessorPil:
+    # The PIL backend: what CLIPImageProcessor falls back to without torchvision, chosen explicitly.
+    return CLIPImageProcessorPil(
+        do_resize=True, size={"shortest_edge": CLIP_IMAGE_SIZE}, do_center_crop=True,
+        crop_size={"height": CLIP_IMAGE_SIZE, "width": CLIP_IMAGE_SIZE}, do_normalize=True, do_convert_rgb=True,
+    )  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------------------
 # Wan 2.1: WanTransformer3DModel + AutoencoderKLWan + UMT5 + FlowMatchEuler
 # ---------------------------------------------------------------------------------------------------------
 
@@ -197,13 +226,15 @@ WAN_CALL: dict[str, Any] = {
 
 
 def wan_family_transformer(transformer_class, **extra):
-    """A tiny ``transformer_class`` (Wan, or a Wan-derived class taking Wan's config and ``extra``), seeded."""
+    """A tiny ``transformer_class`` (Wan, or a Wan-derived class taking Wan's config), seeded; ``extra``
+    overrides or adds config values."""
     torch.manual_seed(SEED)
-    model = transformer_class(
+    config = dict(
         patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=16, in_channels=WAN_LATENT_CHANNELS,
         out_channels=WAN_LATENT_CHANNELS, text_dim=TEXT_DIM, freq_dim=32, ffn_dim=64, num_layers=2,
-        cross_attn_norm=True, qk_norm="rms_norm_across_heads", rope_max_seq_len=64, **extra,
+        cross_attn_norm=True, qk_norm="rms_norm_across_heads", rope_max_seq_len=64,
     )  # fmt: skip
+    model = transformer_class(**config | extra)
     return model.eval()
 
 
@@ -230,6 +261,25 @@ def wan_family_pipeline(pipeline_class, transformer, scheduler=None):
         vae=tiny_wan_vae(),
         scheduler=scheduler or FlowMatchEulerDiscreteScheduler(shift=5.0),
         transformer=transformer,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def wan_family_i2v_pipeline(pipeline_class, transformer_class, scheduler=None):
+    """An image-to-video ``pipeline_class`` (Wan or SkyReels-V2 I2V): the transformer takes the noisy latents,
+    the first-frame latents and a 4-channel mask (3 x 4 channels) and cross-attends to the CLIP image tokens."""
+    transformer = wan_family_transformer(
+        transformer_class, in_channels=3 * WAN_LATENT_CHANNELS, image_dim=CLIP_DIM, added_kv_proj_dim=32
+    )
+    pipe = pipeline_class(
+        tokenizer=t5_tokenizer(),
+        text_encoder=tiny_umt5_encoder(),
+        image_encoder=tiny_clip_vision_encoder(),
+        image_processor=tiny_clip_image_processor(),
+        transformer=transformer,
+        vae=tiny_wan_vae(),
+        scheduler=scheduler or FlowMatchEulerDiscreteScheduler(shift=5.0),
     )
     pipe.set_progress_bar_config(disable=True)
     return pipe
@@ -417,19 +467,19 @@ def tiny_skyreels_transformer() -> SkyReelsV2Transformer3DModel:
     return wan_family_transformer(SkyReelsV2Transformer3DModel)
 
 
-def _skyreels_scheduler() -> UniPCMultistepScheduler:
+def skyreels_scheduler() -> UniPCMultistepScheduler:
     # As the SkyReels-V2 checkpoints: UniPC on shifted flow-matching sigmas.
     return UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=8.0)
 
 
 def tiny_skyreels_pipeline() -> SkyReelsV2Pipeline:
-    return wan_family_pipeline(SkyReelsV2Pipeline, tiny_skyreels_transformer(), _skyreels_scheduler())
+    return wan_family_pipeline(SkyReelsV2Pipeline, tiny_skyreels_transformer(), skyreels_scheduler())
 
 
 def tiny_skyreels_diffusion_forcing_pipeline() -> SkyReelsV2DiffusionForcingPipeline:
     """The diffusion-forcing pipeline: per-frame timesteps (call it with ``ar_step`` > 0 for the asynchronous
     schedule, where frames start denoising ``ar_step`` steps after the previous one)."""
-    return wan_family_pipeline(SkyReelsV2DiffusionForcingPipeline, tiny_skyreels_transformer(), _skyreels_scheduler())
+    return wan_family_pipeline(SkyReelsV2DiffusionForcingPipeline, tiny_skyreels_transformer(), skyreels_scheduler())
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -31,6 +31,7 @@ import PIL.Image
 import torch
 from diffusers import UniPCMultistepScheduler, WanAnimatePipeline, WanAnimateTransformer3DModel
 from tiny_models import (
+    CLIP_DIM,
     NEGATIVE_PROMPT,
     PROMPTS,
     SEED,
@@ -38,15 +39,14 @@ from tiny_models import (
     TEXT_LEN,
     WAN_LATENT_CHANNELS,
     t5_tokenizer,
+    tiny_clip_image_processor,
+    tiny_clip_vision_encoder,
     tiny_umt5_encoder,
     tiny_wan_vae,
 )
-from transformers import CLIPImageProcessorPil, CLIPVisionConfig, CLIPVisionModel
 
 HEIGHT, WIDTH = 144, 112  # 144 / 8 (VAE) / 2 (patch) = 9 token rows; 112 / 8 / 2 = 7 token columns
 FACE_SIZE = 16  # motion_encoder_size: face frames are resized to 16 x 16 (the real model: 512)
-CLIP_IMAGE_SIZE = 32  # CLIP ViT input 32 x 32, patch 8 -> 16 patches + the class token = 17 image tokens
-CLIP_DIM = 32  # hidden size of the tiny CLIP vision tower = the transformer's image_dim (the real model: 1280)
 
 WAN_ANIMATE_CALL: dict[str, Any] = {
     "height": HEIGHT,
@@ -89,24 +89,6 @@ def tiny_wan_animate_transformer() -> WanAnimateTransformer3DModel:
         face_encoder_num_heads=2, inject_face_latents_blocks=1, motion_encoder_batch_size=8,
     )  # fmt: skip
     return model.eval()
-
-
-def tiny_clip_vision_encoder() -> CLIPVisionModel:
-    # The pipeline takes hidden_states[-2] (the penultimate layer), as Wan I2V: 17 tokens of CLIP_DIM.
-    torch.manual_seed(SEED)
-    config = CLIPVisionConfig(
-        hidden_size=CLIP_DIM, intermediate_size=64, projection_dim=CLIP_DIM, num_hidden_layers=2,
-        num_attention_heads=4, num_channels=3, image_size=CLIP_IMAGE_SIZE, patch_size=8,
-    )  # fmt: skip
-    return CLIPVisionModel(config).eval()
-
-
-def tiny_clip_image_processor() -> CLIPImageProcessorPil:
-    # The PIL backend: what CLIPImageProcessor falls back to without torchvision, chosen explicitly.
-    return CLIPImageProcessorPil(
-        do_resize=True, size={"shortest_edge": CLIP_IMAGE_SIZE}, do_center_crop=True,
-        crop_size={"height": CLIP_IMAGE_SIZE, "width": CLIP_IMAGE_SIZE}, do_normalize=True, do_convert_rgb=True,
-    )  # fmt: skip
 
 
 def tiny_wan_animate_pipeline() -> WanAnimatePipeline:

@@ -3,10 +3,20 @@ attention; the other new families have a test_family_<name>.py each."""
 
 from __future__ import annotations
 
+import numpy as np
+import PIL.Image
 import pytest
 import torch
 from family_contract import assert_family_contract
-from tiny_models import FAMILIES, MOCHI_CALL, call_kwargs, tiny_mochi_pipeline
+from tiny_models import (
+    FAMILIES,
+    MOCHI_CALL,
+    WAN_CALL,
+    call_kwargs,
+    skyreels_scheduler,
+    tiny_mochi_pipeline,
+    wan_family_i2v_pipeline,
+)
 
 import dit_sparse as ds
 from dit_sparse.integration.apply import sparse_state
@@ -22,6 +32,32 @@ def test_exact_when_dense_sparse_otherwise_and_removable(family):
     assert_family_contract(
         FAMILIES[family][1](),
         lambda: call_kwargs(call, output_type="latent", return_dict=False, num_frames=frames, num_inference_steps=3),
+    )
+
+
+@pytest.mark.parametrize("family", ["wan", "skyreels_v2"])
+def test_image_to_video_pipelines_of_wan_and_skyreels(family):
+    """WanImageToVideoPipeline and SkyReelsV2ImageToVideoPipeline: the image conditions through input channels
+    and CLIP tokens in cross-attention, so self-attention stays over the 5 x 9 x 7 video grid."""
+    from diffusers import (
+        SkyReelsV2ImageToVideoPipeline,
+        SkyReelsV2Transformer3DModel,
+        WanImageToVideoPipeline,
+        WanTransformer3DModel,
+    )
+
+    classes = {
+        "wan": (WanImageToVideoPipeline, WanTransformer3DModel, None),
+        "skyreels_v2": (SkyReelsV2ImageToVideoPipeline, SkyReelsV2Transformer3DModel, skyreels_scheduler()),
+    }
+    pipe = wan_family_i2v_pipeline(*classes[family])
+    y, x = np.mgrid[0:144, 0:112]
+    image = PIL.Image.fromarray(np.stack([x * 2, y, x + y], axis=-1).astype(np.uint8))
+    assert_family_contract(
+        pipe,
+        lambda: call_kwargs(
+            WAN_CALL, image=image, output_type="latent", return_dict=False, num_frames=17, num_inference_steps=3
+        ),
     )
 
 
