@@ -62,9 +62,9 @@ MODELS: dict[str, dict[str, Any]] = {
                            "config": _WAN_14B | dict(in_channels=36, image_dim=1280, added_kv_proj_dim=5120,
                                                      inject_face_latents_blocks=5, motion_encoder_size=512),
                            "latent": _WAN_LATENT, "native": (77, 720, 1280)},
-    # HunyuanVideo 1.5 (480p and 720p share the architecture): 54 dual-stream blocks over [video, image (729
-    # SigLIP), byT5 (256), Qwen2.5-VL (1000)] tokens; the VAE is x16 in space, patch 1.
-    "hunyuanvideo1.5": {
+    # HunyuanVideo 1.5 480p and 720p (one architecture; target_size sets the I2V size buckets): 54 dual-stream
+    # blocks over [video, image (729 SigLIP), byT5 (256), Qwen2.5-VL (1000)] tokens; the VAE is x16 in space.
+    "hunyuanvideo1.5-480p": {
         "class": "HunyuanVideo15Transformer3DModel",
         "config": dict(in_channels=65, out_channels=32, num_attention_heads=16, attention_head_dim=128, num_layers=54,
                        num_refiner_layers=2, mlp_ratio=4.0, patch_size=1, patch_size_t=1, qk_norm="rms_norm",
@@ -73,6 +73,16 @@ MODELS: dict[str, dict[str, Any]] = {
         "latent": {"channels": 65, "temporal": 4, "spatial": 16, "patch": (1, 1, 1), "text_len": 1000,
                    "text_dim": 3584, "text_2": (256, 1472), "image_tokens": (729, 1152)},
         "native": (121, 480, 848),
+    },
+    "hunyuanvideo1.5-720p": {
+        "class": "HunyuanVideo15Transformer3DModel",
+        "config": dict(in_channels=65, out_channels=32, num_attention_heads=16, attention_head_dim=128, num_layers=54,
+                       num_refiner_layers=2, mlp_ratio=4.0, patch_size=1, patch_size_t=1, qk_norm="rms_norm",
+                       text_embed_dim=3584, text_embed_2_dim=1472, image_embed_dim=1152, rope_theta=256.0,
+                       rope_axes_dim=(16, 56, 56), target_size=960, task_type="t2v"),
+        "latent": {"channels": 65, "temporal": 4, "spatial": 16, "patch": (1, 1, 1), "text_len": 1000,
+                   "text_dim": 3584, "text_2": (256, 1472), "image_tokens": (729, 1152)},
+        "native": (121, 720, 1280),
     },
     # LTX-Video 0.9.x 2B (0.9.0-0.9.5) and 13B (0.9.7): packed tokens, VAE x32 in space and x8 in time, patch 1.
     "ltx-video-2b": {
