@@ -258,11 +258,21 @@ def _flux_layout(transformer: torch.nn.Module, call: dict[str, Any]) -> VideoLay
     return VideoLayout(1, rows, cols, text_len=text_len, text_position="prefix")
 
 
+def _attn1_of_blocks(transformer: torch.nn.Module) -> list[torch.nn.Module]:
+    """``blocks[i].attn1``: the self-attention of Wan-style blocks."""
+    return [block.attn1 for block in transformer.blocks]
+
+
+def _attn1_of_transformer_blocks(transformer: torch.nn.Module) -> list[torch.nn.Module]:
+    """``transformer_blocks[i].attn1``: the self-attention of CogVideoX-, LTX-, Mochi- and Cosmos-style blocks."""
+    return [block.attn1 for block in transformer.transformer_blocks]
+
+
 SPECS: tuple[ModelSpec, ...] = (
     ModelSpec(
         name="wan",
         transformer_classes=("WanTransformer3DModel",),
-        self_attention=lambda t: [block.attn1 for block in t.blocks],
+        self_attention=_attn1_of_blocks,
         read_layout=_wan_layout,
         sink_frames=1,
         context_parallel=True,
@@ -271,7 +281,7 @@ SPECS: tuple[ModelSpec, ...] = (
         # SkyReels-V2 (T2V, I2V, diffusion forcing): Wan's blocks; diffusion forcing gives per-frame timesteps.
         name="skyreels_v2",
         transformer_classes=("SkyReelsV2Transformer3DModel",),
-        self_attention=lambda t: [block.attn1 for block in t.blocks],
+        self_attention=_attn1_of_blocks,
         read_layout=_skyreels_v2_layout,
         sink_frames=1,
     ),
@@ -280,7 +290,7 @@ SPECS: tuple[ModelSpec, ...] = (
         # video's RoPE; their hints are added to the main blocks' hidden states and change no sequence.
         name="wan_vace",
         transformer_classes=("WanVACETransformer3DModel",),
-        self_attention=lambda t: [block.attn1 for block in t.vace_blocks] + [block.attn1 for block in t.blocks],
+        self_attention=lambda t: [block.attn1 for block in t.vace_blocks] + _attn1_of_blocks(t),
         read_layout=_wan_layout,
         sink_frames=1,
     ),
@@ -289,7 +299,7 @@ SPECS: tuple[ModelSpec, ...] = (
         # face-adapter cross-attention.
         name="wan_animate",
         transformer_classes=("WanAnimateTransformer3DModel",),
-        self_attention=lambda t: [block.attn1 for block in t.blocks],
+        self_attention=_attn1_of_blocks,
         read_layout=_wan_animate_layout,
         sink_frames=1,  # the clean reference-image frame every frame conditions on
     ),
@@ -311,7 +321,7 @@ SPECS: tuple[ModelSpec, ...] = (
         # LTX-Video 0.9.x: video-only self-attention attn1 (T5 text in cross-attention attn2).
         name="ltx_video",
         transformer_classes=("LTXVideoTransformer3DModel",),
-        self_attention=lambda t: [block.attn1 for block in t.transformer_blocks],
+        self_attention=_attn1_of_transformer_blocks,
         read_layout=_ltx_video_layout,
         sink_frames=1,  # latent frame 0 encodes pixel frame 0 alone: the clean image of image-to-video
         context_parallel=True,
@@ -321,7 +331,7 @@ SPECS: tuple[ModelSpec, ...] = (
         # audio-video cross-attention stay dense.
         name="ltx2",
         transformer_classes=("LTX2VideoTransformer3DModel",),
-        self_attention=lambda t: [block.attn1 for block in t.transformer_blocks],
+        self_attention=_attn1_of_transformer_blocks,
         read_layout=_ltx2_layout,
         sink_frames=1,
     ),
@@ -330,7 +340,7 @@ SPECS: tuple[ModelSpec, ...] = (
         # without its own backend, so the SDPA route (the active native backend's SDPA call) reaches it.
         name="cosmos",
         transformer_classes=("CosmosTransformer3DModel",),
-        self_attention=lambda t: [block.attn1 for block in t.transformer_blocks],
+        self_attention=_attn1_of_transformer_blocks,
         read_layout=_cosmos_layout,
         bridge="sdpa",
         sink_frames=1,  # video-to-world's conditioning frames are the first latent frames of the grid
@@ -338,7 +348,7 @@ SPECS: tuple[ModelSpec, ...] = (
     ModelSpec(
         name="cogvideox",
         transformer_classes=("CogVideoXTransformer3DModel",),
-        self_attention=lambda t: [block.attn1 for block in t.transformer_blocks],
+        self_attention=_attn1_of_transformer_blocks,
         read_layout=_cogvideox_layout,
         bridge="sdpa",
     ),
@@ -347,7 +357,7 @@ SPECS: tuple[ModelSpec, ...] = (
         # attention still joint); MochiAttnProcessor2_0 calls SDPA itself, once per sample, without padding.
         name="mochi",
         transformer_classes=("MochiTransformer3DModel",),
-        self_attention=lambda t: [block.attn1 for block in t.transformer_blocks],
+        self_attention=_attn1_of_transformer_blocks,
         read_layout=_mochi_layout,
         bridge="sdpa",
         per_sample_text=True,
