@@ -19,6 +19,13 @@ if not HAS_CUDA:
 
 requires_cuda = pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU")
 
+# Under pytest-xdist every worker is its own process: with torch's default of one thread per core, n workers
+# on n cores run n x n OpenMP threads, which spin against each other (tiny pipelines ran 5-10x slower so).
+if os.environ.get("PYTEST_XDIST_WORKER") and int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
+    _threads = max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
+    torch.set_num_threads(_threads)
+    os.environ["OMP_NUM_THREADS"] = str(_threads)  # processes a test starts compute as this one does
+
 
 @pytest.fixture(autouse=True)
 def _seed() -> None:
