@@ -7,6 +7,9 @@ Two bridges, both scoped to the modules dit-sparse was applied to:
   self-attention module gets its own copy of its processor with ``_attention_backend`` set to that member.
   This is private diffusers API (pinned in pyproject; ``tests/integration/test_bridge.py`` fails loudly if
   an upgrade breaks it).
+- ``global``: Cosmos's processor calls the dispatcher without its own backend, so diffusers' globally active
+  backend runs it. While one of its self-attention modules runs, the active backend is dit-sparse's, and the
+  backend it replaced (native, flex, flash, sage, ...) is the layer's dense path.
 - ``sdpa``: CogVideoX's processor calls ``F.scaled_dot_product_attention`` itself; while one of its
   self-attention modules runs, a ``TorchFunctionMode`` redirects that one function to dit-sparse. No
   processor is copied or patched and nothing outside the module's forward is affected.
@@ -22,6 +25,7 @@ the rank holds, so per-head plans are sliced and dynamic methods search only the
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import functools
 from typing import TYPE_CHECKING, Any
@@ -218,6 +222,23 @@ def backend_member():
         # enable_parallelism() refuses backends that do not declare context-parallel support.
         _AttentionBackendRegistry.register(member, constraints=[], supports_context_parallel=True)(_dit_sparse_backend)
     return member
+
+
+@contextlib.contextmanager
+def active_backend_scope(state: SparseState, layer: int):
+    """diffusers' active attention backend is dit-sparse's while ``layer``'s module runs (the ``global`` bridge);
+    the backend it replaces is the layer's original, for its dense path."""
+    from diffusers.models.attention_dispatch import _AttentionBackendRegistry
+
+    replaced = _AttentionBackendRegistry._active_backend
+    member = backend_member()
+    if replaced is not member:  # (re-entered: keep the original recorded by the outer scope)
+        state.set_original_backend(layer, replaced)
+    _AttentionBackendRegistry._active_backend = member
+    try:
+        yield
+    finally:
+        _AttentionBackendRegistry._active_backend = replaced
 
 
 class SDPAOverride(TorchFunctionMode):

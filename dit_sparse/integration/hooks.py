@@ -8,7 +8,7 @@ import torch
 from diffusers.hooks import HookRegistry, ModelHook
 from diffusers.hooks.hooks import BaseState, StateManager
 
-from .bridge import SDPAOverride, enter_layer, exit_layer
+from .bridge import SDPAOverride, active_backend_scope, enter_layer, exit_layer
 from .state import SparseState
 
 TRANSFORMER_HOOK = "dit_sparse_transformer"
@@ -55,7 +55,12 @@ class SparseAttentionHook(ModelHook):
     def new_forward(self, module: torch.nn.Module, *args, **kwargs):
         token = enter_layer(self.sparse, self.layer)
         self.sparse.enter_module()
-        scope = SDPAOverride(self.sparse, self.layer) if self.bridge == "sdpa" else contextlib.nullcontext()
+        if self.bridge == "sdpa":
+            scope = SDPAOverride(self.sparse, self.layer)
+        elif self.bridge == "global":
+            scope = active_backend_scope(self.sparse, self.layer)
+        else:
+            scope = contextlib.nullcontext()
         try:
             with scope:
                 return self.fn_ref.original_forward(*args, **kwargs)

@@ -25,8 +25,9 @@ class ModelSpec:
         transformer_classes: diffusers class names this spec handles.
         self_attention: the self-attention modules in layer order.
         read_layout: the token grid of this forward call, from the transformer's bound arguments.
-        bridge: ``"dispatcher"`` (the processor calls ``dispatch_attention_fn``) or ``"sdpa"`` (the
-            processor calls ``F.scaled_dot_product_attention`` itself).
+        bridge: ``"dispatcher"`` (the processor calls ``dispatch_attention_fn`` with its own backend),
+            ``"global"`` (it calls ``dispatch_attention_fn`` without one: diffusers' active backend runs it) or
+            ``"sdpa"`` (the processor calls ``F.scaled_dot_product_attention`` itself).
         sink_frames: radial attention's attention-sink frames for this model.
         context_parallel: whether diffusers' context-parallel plan hands its self-attention the whole sequence
             in the layout's order (video-only sequences); dit-sparse refuses context parallelism otherwise.
@@ -337,12 +338,12 @@ SPECS: tuple[ModelSpec, ...] = (
     ),
     ModelSpec(
         # Cosmos 1.0, Predict2 / 2.5, Transfer2.5: video-only attn1. Its processor calls dispatch_attention_fn
-        # without its own backend, so the SDPA route (the active native backend's SDPA call) reaches it.
+        # without its own backend: dit-sparse becomes diffusers' active backend while attn1 runs.
         name="cosmos",
         transformer_classes=("CosmosTransformer3DModel",),
         self_attention=_attn1_of_transformer_blocks,
         read_layout=_cosmos_layout,
-        bridge="sdpa",
+        bridge="global",
         sink_frames=1,  # video-to-world's conditioning frames are the first latent frames of the grid
     ),
     ModelSpec(

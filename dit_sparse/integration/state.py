@@ -84,6 +84,10 @@ class SparseState:
     def original_backend(self, layer: int):
         return self._original_backends[layer]
 
+    def set_original_backend(self, layer: int, backend) -> None:
+        """The backend ``layer`` runs without dit-sparse (the ``global`` bridge reads it at each forward)."""
+        self._original_backends[layer] = backend
+
     def begin_generation(self) -> None:
         """Reset the step counter and the statistics (a new pipeline call)."""
         self.step = 0

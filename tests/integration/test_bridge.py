@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import warnings
+
+import pytest
 import torch
 from diffusers.models.attention_dispatch import (
     AttentionBackendName,
     _AttentionBackendRegistry,
     dispatch_attention_fn,
 )
+from tiny_models import tiny_wan_transformer
 
+import dit_sparse as ds
 from dit_sparse.integration.bridge import BACKEND_NAME, _dit_sparse_backend, backend_member
 
 
@@ -37,3 +42,25 @@ def test_other_backends_are_untouched():
     backend_member()
     assert AttentionBackendName("native") in _AttentionBackendRegistry._backends
     assert AttentionBackendName.NATIVE is not backend_member()
+
+
+def test_attention_that_bypasses_dit_sparse_is_reported_not_silent():
+    """set_attention_backend() after dit-sparse replaces the backend of its self-attention processors: the
+    modules run, no call reaches dit-sparse, and the first such forward warns (once) instead of staying
+    silently dense."""
+    model = tiny_wan_transformer()
+    inputs = {
+        "hidden_states": torch.randn(1, 4, 3, 12, 14),
+        "timestep": torch.tensor([900.0]),
+        "encoder_hidden_states": torch.randn(1, 5, 32),
+    }
+    ds.apply_sparse_attention(model, ds.SparseAttentionConfig("radial", block_size=16, backend="reference"))
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model(**inputs)  # routed: no warning
+    model.set_attention_backend("_native_math")
+    with torch.no_grad(), pytest.warns(RuntimeWarning, match=r"without reaching dit-sparse"):
+        model(**inputs | {"timestep": torch.tensor([800.0])})
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model(**inputs | {"timestep": torch.tensor([700.0])})  # said once
