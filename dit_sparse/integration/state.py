@@ -167,14 +167,14 @@ class SparseState:
     def end_forward(self, token) -> None:
         self.transformer_timer.stop(token)
         if self.forward_entries and not self.forward_attends and not self._warned_bypass:
-            # The self-attention modules ran but their attention never reached dit-sparse: a processor that
-            # dispatches to a global diffusers backend (Cosmos) under a backend other than native.
+            # The self-attention modules ran but none of their attention reached dit-sparse, e.g. after
+            # set_attention_backend() replaced dit-sparse's backend on their processors.
             self._warned_bypass = True
             warnings.warn(
                 f"dit-sparse: {self.spec.name}'s self-attention ran {self.forward_entries} times in a forward "
-                f"without reaching dit-sparse, so it ran dense (diffusers' active attention backend: "
-                f"{_active_backend_name()}); this model's processor uses the global backend, so leave it at "
-                "'native' for sparse attention",
+                "without reaching dit-sparse, so it ran dense (diffusers' active attention backend: "
+                f"{_active_backend_name()}); if the attention backend was set after apply_sparse_attention, "
+                "apply it again",
                 RuntimeWarning,
                 stacklevel=2,
             )
@@ -513,6 +513,9 @@ def _active_backend_name() -> str:
     return str(getattr(backend, "value", backend))
 
 
+_MASK_CHECK_ROWS = 1024  # mask rows compared at once: 1024 x N booleans (50 MB at N = 50,000)
+
+
 def _padding_lengths(attn_mask: torch.Tensor, batch: int, n_keys: int) -> tuple[list[int], list[int] | None]:
     """Per sample, how many leading keys a boolean padding mask keeps, and how many leading queries.
 
@@ -531,15 +534,18 @@ def _padding_lengths(attn_mask: torch.Tensor, batch: int, n_keys: int) -> tuple[
         raise shape_error
     rows = attn_mask.reshape(attn_mask.shape[0], -1, n_keys)  # (B, h * Nq, Nk)
     keys = rows.any(dim=1)  # (B, Nk): keys some query reads
-    queries = None
-    if not bool((rows == keys[:, None]).all()):
-        if attn_mask.dim() != 4 or attn_mask.shape[1] != 1:
+    queries = rows.any(dim=2)  # (B, h * Nq): queries that read some key
+    joint = attn_mask.dim() > 1 and attn_mask.shape[-2] > 1 and not bool(queries.all())
+    if joint and (attn_mask.dim() != 4 or attn_mask.shape[1] != 1 or attn_mask.shape[2] != n_keys):
+        raise shape_error
+    # Every row must be the key mask (or, joint, empty for a padded query): checked in slices of rows, so
+    # nothing of the mask's own N x N size is allocated again.
+    for start in range(0, rows.shape[1], _MASK_CHECK_ROWS):
+        part = rows[:, start : start + _MASK_CHECK_ROWS]
+        expected = keys[:, None, :] & queries[:, start : start + _MASK_CHECK_ROWS, None] if joint else keys[:, None]
+        if not torch.equal(part, expected.expand_as(part)):
             raise shape_error
-        queries = rows.any(dim=2)  # (B, Nq): queries that read some key
-        for start in range(0, rows.shape[1], 4096):  # the outer product, checked in slices of rows
-            part = queries[:, start : start + 4096, None] & keys[:, None, :]
-            if not torch.equal(rows[:, start : start + 4096], part):
-                raise shape_error
+    queries = queries if joint else None
     key_lengths = _prefix_lengths(keys, "keys")
     if queries is None:
         return [key_lengths[0]] * batch if len(key_lengths) < batch else key_lengths, None
