@@ -190,8 +190,21 @@ class HeadStatistics:
 
     # -- accumulation -----------------------------------------------------------------------------------
     @torch.no_grad()
-    def add(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
-        """Add one call's ``(B, H, N, D)`` q, k, v."""
+    def add(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        *,
+        key_lengths: Sequence[int] | None = None,
+        query_lengths: Sequence[int] | None = None,
+    ) -> None:
+        """Add one call's ``(B, H, N, D)`` q, k, v.
+
+        ``key_lengths`` (per sample, the keys a padding mask keeps, which come first) leaves the padded keys
+        out of every softmax, as the model's attention does; ``query_lengths`` leaves padded queries out of
+        the statistics (HunyuanVideo 1.5 masks them too).
+        """
         if q.dim() != 4 or q.shape != k.shape or k.shape != v.shape:
             raise ValueError(f"q, k, v must be (B, H, N, D) of one shape, got {tuple(q.shape)}, {tuple(k.shape)}")
         if q.shape[1] != self.num_heads or q.shape[2] != self.layout.num_tokens:
@@ -199,50 +212,73 @@ class HeadStatistics:
                 f"q has {q.shape[1]} heads and {q.shape[2]} tokens; these statistics are for {self.num_heads} heads "
                 f"and the layout's {self.layout.num_tokens} tokens ({self.layout})"
             )
+        B, n = q.shape[0], q.shape[2]
+        lengths = list(zip(key_lengths or [n] * B, query_lengths or [n] * B, strict=True))
+        if any(not 0 < length <= n for pair in lengths for length in pair):
+            raise ValueError(f"padding lengths must be in [1, {n}], got {lengths}")
+        for pair in sorted(set(lengths)):
+            rows = [i for i, other in enumerate(lengths) if other == pair]
+            sub = (q, k, v) if len(rows) == B else (q[rows], k[rows], v[rows])
+            self._add(*sub, *pair)
+
+    def _add(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, n_keys: int, n_queries: int) -> None:
+        """Samples whose first ``n_keys`` keys and ``n_queries`` queries are kept (the rest is padding)."""
         device = q.device
         scale = 1.0 / math.sqrt(q.shape[-1]) if self.scale is None else self.scale
-        lse = row_logsumexp(q, k, scale=scale)  # (B, H, N)
+        n = q.shape[2]
+        tail = min(n_keys, n_queries)  # tokens from here on are padding in some role: they stay in place
         for tensor_name in ("overlap", "reference", "skip_error"):
             setattr(self, tensor_name, getattr(self, tensor_name).to(device))
         first = self.rows == 0
-        self.rows += q.shape[0] * q.shape[2]
+        self.rows += q.shape[0] * n_queries
+        full_lse = None
         if self.skip and self.metric == "recall":
-            self._overlap_pass(q, k, lse, scale)
+            full_lse = row_logsumexp(q[:, :, :n_queries], k[:, :, :n_keys], scale=scale)
+            self._overlap_pass(q[:, :, :n_queries], k[:, :, :n_keys], full_lse, scale)
         for number, group in enumerate(self.groups.values()):
             perm = None if group.permutation is None else group.permutation.to(device)
-            gq, gk, gv, glse = (
-                (q, k, v, lse) if perm is None else (q[:, :, perm], k[:, :, perm], v[:, :, perm], lse[:, :, perm])
-            )
+            if perm is not None and tail < n and not torch.equal(perm[tail:], torch.arange(tail, n, device=device)):
+                raise ValueError(
+                    "padded tokens must keep their place under every candidate's token order (text stays in place)"
+                )
+            gq, gk, gv = (q, k, v) if perm is None else (q[:, :, perm], k[:, :, perm], v[:, :, perm])
+            gq, gk, gv = gq[:, :, :n_queries], gk[:, :, :n_keys], gv[:, :, :n_keys]
+            # the row LSE does not depend on the key order, only on which keys: computed once
+            if full_lse is None:
+                full_lse = row_logsumexp(q[:, :, :n_queries], k[:, :, :n_keys], scale=scale)
+            glse = full_lse if perm is None else full_lse[:, :, perm[:n_queries]]
             if group.mass is None:
                 group.mass = torch.zeros(
                     self.num_heads, self.n_blocks, self.n_blocks, dtype=torch.float64, device=device
                 )
             if self.metric == "recall":
-                mass = block_attention_mass(
-                    gq, gk, block_size=self.block_size, lse=glse, scale=scale, backend=self.backend
-                )
-                group.mass += (mass.double() * self._rows_per_block(device)[:, None]).sum(0)
+                group.mass += self._weighted_mass(gq, gk, glse, scale, n_queries)
                 group.tables = group.resolved = None  # templates follow the accumulated mass
                 continue
             if first:
                 first_mass = torch.zeros_like(group.mass)
                 if any(self.candidates[i].is_template for i in group.indices):
-                    mass = block_attention_mass(
-                        gq, gk, block_size=self.block_size, lse=glse, scale=scale, backend=self.backend
-                    )
-                    first_mass = (mass.double() * self._rows_per_block(device)[:, None]).sum(0)
+                    first_mass = self._weighted_mass(gq, gk, glse, scale, n_queries)
                 self._resolve(group, first_mass)
                 group.squared_error = torch.zeros(
                     len(group.indices), self.num_heads, dtype=torch.float64, device=device
                 )
             self._error_pass(group, gq, gk, gv, glse, scale, primary=number == 0)
         if self.metric == "rel_l2" and not self.groups:  # skip only: still need the dense output
-            self._error_pass(None, q, k, v, lse, scale, primary=True)
+            lse = row_logsumexp(q[:, :, :n_queries], k[:, :, :n_keys], scale=scale)
+            self._error_pass(None, q[:, :, :n_queries], k[:, :, :n_keys], v[:, :, :n_keys], lse, scale, primary=True)
 
-    def _rows_per_block(self, device: torch.device) -> torch.Tensor:
-        rows = torch.full((self.n_blocks,), float(self.block_size), dtype=torch.float64, device=device)
-        rows[-1] = self.layout.num_tokens - (self.n_blocks - 1) * self.block_size
-        return rows
+    def _weighted_mass(self, q, k, lse, scale: float, n_queries: int) -> torch.Tensor:
+        """``(H, nB, nB)`` block masses summed over the ``n_queries`` kept rows (zero for padded blocks)."""
+        mass = block_attention_mass(q, k, block_size=self.block_size, lse=lse, scale=scale, backend=self.backend)
+        mass = torch.nn.functional.pad(mass, (0, self.n_blocks - mass.shape[-1], 0, self.n_blocks - mass.shape[-2]))
+        return (mass.double() * self._rows_per_block(q.device, n_queries)[:, None]).sum(0)
+
+    def _rows_per_block(self, device: torch.device, n_rows: int | None = None) -> torch.Tensor:
+        """Query rows in each q block (of the first ``n_rows``; default all the layout's)."""
+        n_rows = self.layout.num_tokens if n_rows is None else n_rows
+        start = torch.arange(self.n_blocks, device=device, dtype=torch.float64) * self.block_size
+        return (n_rows - start).clamp(0, self.block_size)
 
     def _chunk_rows(self, q: torch.Tensor) -> int:
         B, H, N, D = q.shape
@@ -252,27 +288,28 @@ class HeadStatistics:
         return max(self.block_size, (MEMORY_BUDGET_BYTES // per_row) // self.block_size * self.block_size)
 
     def _overlap_pass(self, q, k, lse, scale) -> None:
-        n = q.shape[2]
+        n_keys = k.shape[2]
         chunk = self._chunk_rows(q)
-        for start in range(0, n, chunk):
+        for start in range(0, q.shape[2], chunk):
             scores = torch.matmul(q[:, :, start : start + chunk].float(), k.float().transpose(-2, -1)) * scale
-            probs = torch.exp(scores - lse[:, :, start : start + chunk, None])  # (B, H, r, N)
-            self.overlap += probs.clamp(max=1.0 / n).sum(dim=(0, 2, 3)).double()
+            probs = torch.exp(scores - lse[:, :, start : start + chunk, None])  # (B, H, r, Nk)
+            self.overlap += probs.clamp(max=1.0 / n_keys).sum(dim=(0, 2, 3)).double()
 
     def _error_pass(self, group: _Group | None, q, k, v, lse, scale, *, primary: bool) -> None:
         """One streaming pass: block masses, dense output, every candidate's output error (and skip's)."""
-        B, H, n, D = q.shape
+        B, H, n, D = q.shape  # n queries; keys may be fewer (padding cut off)
+        n_keys = k.shape[2]
         b, nb = self.block_size, self.n_blocks
-        pad = nb * b - n
+        pad = nb * b - n_keys
         v_blocks = torch.nn.functional.pad(v.float(), (0, 0, 0, pad)).view(B, H, nb, b, D)
         v_mean = v.float().mean(dim=2, keepdim=True)  # (B, H, 1, D): a skipped head's output
         chunk = self._chunk_rows(q)
         for start in range(0, n, chunk):
             stop = min(n, start + chunk)
             scores = torch.matmul(q[:, :, start:stop].float(), k.float().transpose(-2, -1)) * scale
-            probs = torch.exp(scores - lse[:, :, start:stop, None])  # (B, H, r, N)
+            probs = torch.exp(scores - lse[:, :, start:stop, None])  # (B, H, r, Nk)
             if primary and self.skip:
-                self.overlap += probs.clamp(max=1.0 / n).sum(dim=(0, 2, 3)).double()
+                self.overlap += probs.clamp(max=1.0 / n_keys).sum(dim=(0, 2, 3)).double()
             probs = torch.nn.functional.pad(probs, (0, pad)).view(B, H, stop - start, nb, b)
             block_mass = probs.sum(-1)  # (B, H, r, nK)
             partial = torch.einsum("bhrjt,bhjtd->bhrjd", probs, v_blocks)  # (B, H, r, nK, D)

@@ -71,6 +71,7 @@ class SparseState:
         self._sample_calls = [0] * len(original_backends)  # per layer, attention calls in this forward
         self.forward_entries = self.forward_attends = 0  # self-attention module forwards / attend calls
         self._warned_bypass = False
+        self.attn_mask: torch.Tensor | None = None  # the current attention call's padding mask
         self.step = 0
         self.context: str | None = None
         self._last_timestep: float | None = None
@@ -216,6 +217,7 @@ class SparseState:
             )
         self.forward_attends += 1
         layout, context = self._call_layout(layer, q.shape[2])
+        self.attn_mask = attn_mask  # the call's padding mask, for observers (calibration leaves padding out)
         for observer in self.observers:
             observer(self, layer, q, k, v)
         token = self.attention_timer.start(q.device)
@@ -340,7 +342,7 @@ class SparseState:
         # A padding mask whose kept keys are a prefix (HunyuanVideo pads its text at the end): attend to
         # that prefix only, per group of samples with the same length. Where padded queries are masked too
         # (HunyuanVideo 1.5) their rows are zeros, as dense SDPA gives them.
-        lengths, query_lengths = _padding_lengths(attn_mask, q.shape[0], k.shape[2])
+        lengths, query_lengths = padding_lengths(attn_mask, q.shape[0], k.shape[2])
         out = torch.empty_like(q)
         bk = mask.block_size[1]
         for length in sorted(set(lengths)):
@@ -488,7 +490,7 @@ def _uniform_attention(v: torch.Tensor, attn_mask: torch.Tensor | None) -> torch
     """Output of attention spread evenly over the (valid) keys: the mean of V, ``(B, h, 1, D)`` broadcast to N rows."""
     if attn_mask is None:
         return v.float().mean(dim=2, keepdim=True)
-    key_lengths, query_lengths = _padding_lengths(attn_mask, v.shape[0], v.shape[2])
+    key_lengths, query_lengths = padding_lengths(attn_mask, v.shape[0], v.shape[2])
     lengths = torch.tensor(key_lengths, device=v.device)
     valid = torch.arange(v.shape[2], device=v.device)[None, :] < lengths[:, None]  # (B, Nk)
     mean = (v.float() * valid[:, None, :, None]).sum(dim=2, keepdim=True) / lengths[:, None, None, None]
@@ -516,7 +518,7 @@ def _active_backend_name() -> str:
 _MASK_CHECK_ROWS = 1024  # mask rows compared at once: 1024 x N booleans (50 MB at N = 50,000)
 
 
-def _padding_lengths(attn_mask: torch.Tensor, batch: int, n_keys: int) -> tuple[list[int], list[int] | None]:
+def padding_lengths(attn_mask: torch.Tensor, batch: int, n_keys: int) -> tuple[list[int], list[int] | None]:
     """Per sample, how many leading keys a boolean padding mask keeps, and how many leading queries.
 
     Two masks are accepted: a key-padding mask ``(B or 1, 1, 1, Nk)`` (also ``(B, h, N, Nk)`` with equal

@@ -75,13 +75,13 @@ def test_layout_and_padding_are_the_sequence_the_self_attention_sees(pipeline, m
     sparse_state(pipe.transformer).observers.append(
         lambda state, layer, q, k, v: seen.append((layer, q.shape[2], k.shape[2], state.layout))
     )
-    read = state_module._padding_lengths
+    read = state_module.padding_lengths
 
     def padding_lengths(*args):  # the per-sample (key, query) prefix lengths dit-sparse reads from each mask
         lengths.append(read(*args))
         return lengths[-1]
 
-    monkeypatch.setattr(state_module, "_padding_lengths", padding_lengths)
+    monkeypatch.setattr(state_module, "padding_lengths", padding_lengths)
     out = pipe(**run_kwargs(make_kwargs, steps=1)())[0]
     assert torch.isfinite(out).all()
     assert [(layer, n, nk) for layer, n, nk, _ in seen] == [(layer, 356, 356) for _ in range(2) for layer in (0, 1)]

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 import dit_sparse as ds
 from dit_sparse.integration.specs import SPECS
-from dit_sparse.integration.state import SparseState, _padding_lengths
+from dit_sparse.integration.state import SparseState, padding_lengths
 from dit_sparse.layout import VideoLayout
 
 LAYOUT = VideoLayout(3, 5, 4, text_len=9, text_position="suffix")  # 60 video tokens, then 9 text: N = 69
@@ -32,10 +32,10 @@ def _joint_mask() -> torch.Tensor:
 
 
 def test_lengths_of_key_and_joint_padding_masks():
-    assert _padding_lengths(_key_mask(), 2, N) == ([N, N - 4], None)
-    assert _padding_lengths(_joint_mask(), 2, N) == ([N, N - 4], [N, N - 4])
-    assert _padding_lengths(_key_mask()[1:].expand(2, 3, N, N), 2, N) == ([N - 4, N - 4], None)  # equal rows
-    assert _padding_lengths(torch.ones(1, 1, 1, N, dtype=torch.bool), 2, N) == ([N, N], None)
+    assert padding_lengths(_key_mask(), 2, N) == ([N, N - 4], None)
+    assert padding_lengths(_joint_mask(), 2, N) == ([N, N - 4], [N, N - 4])
+    assert padding_lengths(_key_mask()[1:].expand(2, 3, N, N), 2, N) == ([N - 4, N - 4], None)  # equal rows
+    assert padding_lengths(torch.ones(1, 1, 1, N, dtype=torch.bool), 2, N) == ([N, N], None)
 
 
 @pytest.mark.parametrize(
@@ -50,7 +50,7 @@ def test_lengths_of_key_and_joint_padding_masks():
 )
 def test_other_masks_are_refused_with_a_message(mask, message):
     with pytest.raises(ValueError, match=message):
-        _padding_lengths(mask, 2, N)
+        padding_lengths(mask, 2, N)
 
 
 @pytest.mark.parametrize("method", ["radial", "sparse_vdit"])
