@@ -58,9 +58,13 @@ def test_attention_that_bypasses_dit_sparse_is_reported_not_silent():
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("error")
         model(**inputs)  # routed: no warning
-    model.set_attention_backend("_native_math")
-    with torch.no_grad(), pytest.warns(RuntimeWarning, match=r"without reaching dit-sparse"):
-        model(**inputs | {"timestep": torch.tensor([800.0])})
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("error")
-        model(**inputs | {"timestep": torch.tensor([700.0])})  # said once
+    active = _AttentionBackendRegistry._active_backend
+    try:
+        model.set_attention_backend("_native_math")  # sets diffusers' global active backend too
+        with torch.no_grad(), pytest.warns(RuntimeWarning, match=r"without reaching dit-sparse"):
+            model(**inputs | {"timestep": torch.tensor([800.0])})
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("error")
+            model(**inputs | {"timestep": torch.tensor([700.0])})  # said once
+    finally:
+        _AttentionBackendRegistry.set_active_backend(active)  # other tests in this process run natively
