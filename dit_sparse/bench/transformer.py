@@ -40,6 +40,12 @@ _WAN_1_3B = dict(
     rope_max_seq_len=1024,
 )
 _WAN_14B = _WAN_1_3B | dict(num_attention_heads=40, ffn_dim=13824, num_layers=40)
+_HV15 = dict(in_channels=65, out_channels=32, num_attention_heads=16, attention_head_dim=128, num_layers=54,
+             num_refiner_layers=2, mlp_ratio=4.0, patch_size=1, patch_size_t=1, qk_norm="rms_norm",
+             text_embed_dim=3584, text_embed_2_dim=1472, image_embed_dim=1152, rope_theta=256.0,
+             rope_axes_dim=(16, 56, 56), task_type="t2v")  # fmt: skip
+_HV15_LATENT = {"channels": 65, "temporal": 4, "spatial": 16, "patch": (1, 1, 1), "text_len": 1000, "text_dim": 3584,
+                "text_2": (256, 1472), "image_tokens": (729, 1152)}  # fmt: skip
 MODELS: dict[str, dict[str, Any]] = {
     "wan2.1-1.3b": {"class": "WanTransformer3DModel", "config": _WAN_1_3B, "latent": _WAN_LATENT,
                     "native": (81, 480, 832)},
@@ -64,26 +70,10 @@ MODELS: dict[str, dict[str, Any]] = {
                            "latent": _WAN_LATENT, "native": (77, 720, 1280)},
     # HunyuanVideo 1.5 480p and 720p (one architecture; target_size sets the I2V size buckets): 54 dual-stream
     # blocks over [video, image (729 SigLIP), byT5 (256), Qwen2.5-VL (1000)] tokens; the VAE is x16 in space.
-    "hunyuanvideo1.5-480p": {
-        "class": "HunyuanVideo15Transformer3DModel",
-        "config": dict(in_channels=65, out_channels=32, num_attention_heads=16, attention_head_dim=128, num_layers=54,
-                       num_refiner_layers=2, mlp_ratio=4.0, patch_size=1, patch_size_t=1, qk_norm="rms_norm",
-                       text_embed_dim=3584, text_embed_2_dim=1472, image_embed_dim=1152, rope_theta=256.0,
-                       rope_axes_dim=(16, 56, 56), target_size=640, task_type="t2v"),
-        "latent": {"channels": 65, "temporal": 4, "spatial": 16, "patch": (1, 1, 1), "text_len": 1000,
-                   "text_dim": 3584, "text_2": (256, 1472), "image_tokens": (729, 1152)},
-        "native": (121, 480, 848),
-    },
-    "hunyuanvideo1.5-720p": {
-        "class": "HunyuanVideo15Transformer3DModel",
-        "config": dict(in_channels=65, out_channels=32, num_attention_heads=16, attention_head_dim=128, num_layers=54,
-                       num_refiner_layers=2, mlp_ratio=4.0, patch_size=1, patch_size_t=1, qk_norm="rms_norm",
-                       text_embed_dim=3584, text_embed_2_dim=1472, image_embed_dim=1152, rope_theta=256.0,
-                       rope_axes_dim=(16, 56, 56), target_size=960, task_type="t2v"),
-        "latent": {"channels": 65, "temporal": 4, "spatial": 16, "patch": (1, 1, 1), "text_len": 1000,
-                   "text_dim": 3584, "text_2": (256, 1472), "image_tokens": (729, 1152)},
-        "native": (121, 720, 1280),
-    },
+    "hunyuanvideo1.5-480p": {"class": "HunyuanVideo15Transformer3DModel", "config": _HV15 | dict(target_size=640),
+                             "latent": _HV15_LATENT, "native": (121, 480, 848)},
+    "hunyuanvideo1.5-720p": {"class": "HunyuanVideo15Transformer3DModel", "config": _HV15 | dict(target_size=960),
+                             "latent": _HV15_LATENT, "native": (121, 720, 1280)},
     # LTX-Video 0.9.x 2B (0.9.0-0.9.5) and 13B (0.9.7): packed tokens, VAE x32 in space and x8 in time, patch 1.
     "ltx-video-2b": {
         "class": "LTXVideoTransformer3DModel",
