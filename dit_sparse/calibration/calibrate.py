@@ -156,7 +156,6 @@ def calibrate(
     """
     from ..integration.apply import _transformers, apply_sparse_attention, remove_sparse_attention, sparse_state
     from ..integration.specs import spec_for
-    from ..integration.state import padding_lengths
 
     paro = _check_method(method, target_recall, max_rel_l2, candidates, density, quant_weight, quant)
     metric = None if paro else check_target(target_recall, max_rel_l2)
@@ -218,11 +217,9 @@ def calibrate(
                 backend=backend,
                 sink_frames=spec.sink_frames,
             )
-        padding = {}
-        if state.attn_mask is not None:  # padded text (HunyuanVideo): left out, as the model's attention does
-            key_lengths, query_lengths = padding_lengths(state.attn_mask, q.shape[0], k.shape[2])
-            padding = {"key_lengths": key_lengths, "query_lengths": query_lengths}
-        stats[key].add(q, k, v, **padding)
+        padding = state.padding(q.shape[0], k.shape[2])  # padded text (HunyuanVideo): left out, as the model does
+        key_lengths, query_lengths = (None, None) if padding is None else padding
+        stats[key].add(q, k, v, key_lengths=key_lengths, query_lengths=query_lengths)
 
     previous = sparse_state(transformer)
     previous_config = None if previous is None else previous.config

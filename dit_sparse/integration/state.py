@@ -72,6 +72,7 @@ class SparseState:
         self.forward_entries = self.forward_attends = 0  # self-attention module forwards / attend calls
         self._warned_bypass = False
         self.attn_mask: torch.Tensor | None = None  # the current attention call's padding mask
+        self._padding: tuple[list[int], list[int] | None] | None = None  # its lengths, once read
         self.step = 0
         self.context: str | None = None
         self._last_timestep: float | None = None
@@ -203,7 +204,7 @@ class SparseState:
         Args:
             layer (`int`): index of the self-attention layer.
             q, k, v (`torch.Tensor`): ``(B, h, N, D)``, the whole sequence.
-            attn_mask (`torch.Tensor`, optional): boolean key-padding mask, kept keys first.
+            attn_mask (`torch.Tensor`, optional): boolean padding mask, kept tokens first (see `padding_lengths`).
             scale (`float`, optional): softmax scale; default ``1 / sqrt(D)``.
             dense_fn (`Callable`): exact attention of these q, k, v, for dense steps, layers and plans.
             head_offset (`int`, defaults to 0): model head number of q's first head (Ulysses: this rank's slice).
@@ -217,7 +218,7 @@ class SparseState:
             )
         self.forward_attends += 1
         layout, context = self._call_layout(layer, q.shape[2])
-        self.attn_mask = attn_mask  # the call's padding mask, for observers (calibration leaves padding out)
+        self.attn_mask, self._padding = attn_mask, None  # the call's padding mask; its lengths, read on demand
         for observer in self.observers:
             observer(self, layer, q, k, v)
         token = self.attention_timer.start(q.device)
@@ -239,22 +240,31 @@ class SparseState:
                 out = self._timed_kernel(dense_fn, q.device)
                 self.full_mask_calls += mask is not None
             elif plan.permutation is None:
-                out = self._timed_kernel(lambda: self._sparse(q, k, v, mask, attn_mask, scale), q.device)
+                out = self._timed_kernel(lambda: self._sparse(q, k, v, mask, scale), q.device)
             else:  # the mask is over a reordered sequence; text stays in place, so key padding does too
                 perm = plan.permutation
                 q, k, v = (_reorder(t, perm) for t in (q, k, v))
-                out = self._timed_kernel(lambda: self._sparse(q, k, v, mask, attn_mask, scale), q.device)
+                out = self._timed_kernel(lambda: self._sparse(q, k, v, mask, scale), q.device)
                 out = _reorder(out, invert_permutation(perm))
             skip = [h for h in plan.skip_heads if h + head_offset not in config.dense_heads.get(layer, ())]
             if mask is not None and skip:
                 out = out.clone()
-                out[:, skip] = _uniform_attention(v[:, skip], attn_mask).to(out.dtype)
+                out[:, skip] = _uniform_attention(v[:, skip], self.padding(v.shape[0], v.shape[2])).to(out.dtype)
             density = 1.0 if mask is None else self._density(mask)
         self.attention_timer.stop(token)
         self.calls += 1
         self.layer_density_sum[layer] += density
         self.layer_calls[layer] += 1
         return out
+
+    def padding(self, batch: int, n_keys: int) -> tuple[list[int], list[int] | None] | None:
+        """The current call's padding mask as per-sample (key lengths, query lengths or None), read from the
+        mask once per call (the check is O(N^2)); None when the call has no mask."""
+        if self.attn_mask is None:
+            return None
+        if self._padding is None:
+            self._padding = padding_lengths(self.attn_mask, batch, n_keys)
+        return self._padding
 
     def _call_layout(self, layer: int, n_tokens: int) -> tuple[VideoLayout, str | None]:
         """The layout and cache context of one attention call over ``n_tokens`` tokens.
@@ -325,7 +335,7 @@ class SparseState:
             mask._derived[key] = LevelMask.from_block_mask(mask, rest=level)
         return mask._derived[key]
 
-    def _sparse(self, q, k, v, mask: BlockSparseMask | LevelMask, attn_mask, scale) -> torch.Tensor:
+    def _sparse(self, q, k, v, mask: BlockSparseMask | LevelMask, scale) -> torch.Tensor:
         backend, quant = self.config.backend, self.config.quant
         if isinstance(mask, LevelMask):
             backend = backend if backend in PYRAMID_BACKENDS else "auto"  # e.g. gather, or auto for flex
@@ -337,12 +347,13 @@ class SparseState:
             def attend(q, k, v, mask):
                 return block_sparse_attention(q, k, v, mask, backend=backend, scale=scale, quant=quant)
 
-        if attn_mask is None:
+        padding = self.padding(q.shape[0], k.shape[2])
+        if padding is None:
             return attend(q, k, v, mask)
         # A padding mask whose kept keys are a prefix (HunyuanVideo pads its text at the end): attend to
         # that prefix only, per group of samples with the same length. Where padded queries are masked too
         # (HunyuanVideo 1.5) their rows are zeros, as dense SDPA gives them.
-        lengths, query_lengths = padding_lengths(attn_mask, q.shape[0], k.shape[2])
+        lengths, query_lengths = padding
         out = torch.empty_like(q)
         bk = mask.block_size[1]
         for length in sorted(set(lengths)):
@@ -486,11 +497,11 @@ def _local_plan(plan: AttentionPlan, call: AttentionCall, layer: int) -> Attenti
     return AttentionPlan(mask._derived[key], permutation, skip_heads=skip)
 
 
-def _uniform_attention(v: torch.Tensor, attn_mask: torch.Tensor | None) -> torch.Tensor:
+def _uniform_attention(v: torch.Tensor, padding: tuple[list[int], list[int] | None] | None) -> torch.Tensor:
     """Output of attention spread evenly over the (valid) keys: the mean of V, ``(B, h, 1, D)`` broadcast to N rows."""
-    if attn_mask is None:
+    if padding is None:
         return v.float().mean(dim=2, keepdim=True)
-    key_lengths, query_lengths = padding_lengths(attn_mask, v.shape[0], v.shape[2])
+    key_lengths, query_lengths = padding
     lengths = torch.tensor(key_lengths, device=v.device)
     valid = torch.arange(v.shape[2], device=v.device)[None, :] < lengths[:, None]  # (B, Nk)
     mean = (v.float() * valid[:, None, :, None]).sum(dim=2, keepdim=True) / lengths[:, None, None, None]
