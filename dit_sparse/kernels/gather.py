@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..mask import BlockSparseMask
+from ..mask import BlockSparseMask, compress_blocks
 
 # Bytes of gathered K plus V per fused-kernel call (at least one row per call, whatever its size).
 _CHUNK_BYTES = 64 * 2**20
@@ -97,29 +97,83 @@ class _RowGroup:
 def _row_groups(mask: BlockSparseMask, batch: int) -> list[_RowGroup]:
     """The rows of ``mask`` broadcast to ``batch`` samples, grouped by kept-block count; cached on the mask."""
     key = ("gather_groups", batch)
-    if key in mask._derived:
-        return mask._derived[key]
-    counts, indices = mask._compress()  # (Bm, H, nQ), (Bm, H, nQ, nK)
+    if key not in mask._derived:
+        bk = mask.block_size[1]
+        tail_pad = mask.num_blocks[1] * bk - mask.seq_len[1]  # padding keys of the last kv block
+        mask._derived[key] = groups_of_table(mask.blocks, batch, bk, tail_pad, mask._compress())
+    return mask._derived[key]
+
+
+def groups_of_table(
+    kept: torch.Tensor,
+    batch: int,
+    bk: int,
+    tail_pad: int,
+    compressed: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> list[_RowGroup]:
+    """Rows of a boolean ``(Bm, H, nQ, nK)`` block table broadcast to ``batch`` samples, grouped by key count.
+
+    ``tail_pad`` keys at the end of the last kv block are not keys (a partial last block); a row keeping it
+    gathers that block last and cuts them off. Rows keeping nothing, or nothing but padding, are in no group.
+    """
+    counts, indices = compressed if compressed is not None else compress_blocks(kept)  # (Bm, H, nQ), (.., nK)
     _, H, n_q = counts.shape
     n_k = indices.shape[-1]
-    bk = mask.block_size[1]
-    tail_pad = n_k * bk - mask.seq_len[1]  # padding keys of the last kv block
     counts = counts.expand(batch, H, n_q).reshape(-1).long()  # (R,)
     indices = indices.expand(batch, H, n_q, n_k).reshape(-1, n_k).long()  # (R, nK)
     head_base = torch.arange(batch * H, device=counts.device).repeat_interleave(n_q) * n_k  # (R,)
-    keeps_tail = mask.blocks[..., -1].expand(batch, H, n_q).reshape(-1) if tail_pad else torch.zeros_like(counts)
+    keeps_tail = kept[..., -1].expand(batch, H, n_q).reshape(-1) if tail_pad else torch.zeros_like(counts)
     group_key = counts * 2 + keeps_tail.long()  # rows with equal keys share a key length
     order = torch.argsort(group_key, stable=True)
     values, sizes = torch.unique_consecutive(group_key[order], return_counts=True)
     groups = []
     for key_value, rows in zip(values.tolist(), torch.split(order, sizes.tolist()), strict=True):
         count, tail = divmod(key_value, 2)
-        if count == 0:
+        keys = count * bk - tail * tail_pad
+        if keys <= 0:
             continue  # rows that keep nothing stay zero (LSE -inf)
         kv_rows = (indices[rows, :count] + head_base[rows, None]).reshape(-1)  # (G * count,)
-        groups.append(_RowGroup(count, count * bk - tail * tail_pad, rows, kv_rows))
-    mask._derived[key] = groups
+        groups.append(_RowGroup(count, keys, rows, kv_rows))
     return groups
+
+
+def attend_groups(
+    q_rows: torch.Tensor,
+    k_rows: torch.Tensor,
+    v_rows: torch.Tensor,
+    groups: list[_RowGroup],
+    bq: int,
+    bk: int,
+    scale: float,
+    out: torch.Tensor,
+    lse: torch.Tensor | None,
+) -> None:
+    """Each group's q rows against its gathered kv blocks by the fused kernel, written into ``out`` / ``lse``.
+
+    ``q_rows`` ``(R, bq * D)``, ``k_rows`` / ``v_rows`` ``(rows of kv blocks, bk * D)``, ``out`` like
+    ``q_rows``, ``lse`` ``(R, bq)`` fp32 or None. Rows in no group are left as they are.
+    """
+    flash = flash_cpu_op()
+    D = q_rows.shape[1] // bq
+    row_bytes = 2 * bk * D * q_rows.element_size()  # K and V of one kept block
+    for group in groups:
+        step = max(1, _CHUNK_BYTES // (row_bytes * group.count))
+        for start in range(0, len(group.rows), step):
+            rows = group.rows[start : start + step]
+            kv_rows = group.kv_rows[start * group.count : (start + len(rows)) * group.count]
+            G = len(rows)
+            n_kv = len(kv_rows)
+            dtype = q_rows.dtype
+            q_g = torch.index_select(q_rows, 0, rows, out=_buffer("q", G * bq * D, dtype).view(G, bq * D))
+            k_g = torch.index_select(k_rows, 0, kv_rows, out=_buffer("k", n_kv * bk * D, dtype).view(n_kv, bk * D))
+            v_g = torch.index_select(v_rows, 0, kv_rows, out=_buffer("v", n_kv * bk * D, dtype).view(n_kv, bk * D))
+            q_g = q_g.view(G, 1, bq, D)
+            k_g = k_g.view(G, 1, group.count * bk, D)[:, :, : group.keys]
+            v_g = v_g.view(G, 1, group.count * bk, D)[:, :, : group.keys]
+            o_g, lse_g = flash(q_g, k_g, v_g, scale=scale)  # (G, 1, bq, D), (G, 1, bq)
+            out.index_copy_(0, rows, o_g.reshape(G, bq * D))
+            if lse is not None:
+                lse.index_copy_(0, rows, lse_g.reshape(G, bq).float())
 
 
 def _blocked(x: torch.Tensor, blocks: int, block: int) -> torch.Tensor:
@@ -142,7 +196,6 @@ def gather_block_sparse_attention(
     """Block-sparse attention by gathered kv blocks and the fused CPU kernel; LSE in fp32, natural log."""
     if mask.is_full():  # dense attention: the fused kernel on q, k, v as they are, nothing gathered
         return fused_cpu_attention(q, k, v, scale, return_lse)
-    flash = flash_cpu_op()
     B, H, n_q_tokens, D = q.shape
     bq, bk = mask.block_size
     n_q, n_k = mask.num_blocks
@@ -152,24 +205,7 @@ def gather_block_sparse_attention(
     empty_rows = sum(len(g.rows) for g in groups) < q_rows.shape[0]
     out = (torch.zeros_like if empty_rows else torch.empty_like)(q_rows)  # (B * H * nQ, bq * D)
     lse = torch.full((q_rows.shape[0], bq), -math.inf, dtype=torch.float32) if return_lse else None
-    row_bytes = 2 * bk * D * q.element_size()  # K and V of one kept block
-    for group in groups:
-        step = max(1, _CHUNK_BYTES // (row_bytes * group.count))
-        for start in range(0, len(group.rows), step):
-            rows = group.rows[start : start + step]
-            kv_rows = group.kv_rows[start * group.count : (start + len(rows)) * group.count]
-            G = len(rows)
-            n_kv = len(kv_rows)
-            q_g = torch.index_select(q_rows, 0, rows, out=_buffer("q", G * bq * D, q.dtype).view(G, bq * D))
-            k_g = torch.index_select(k_rows, 0, kv_rows, out=_buffer("k", n_kv * bk * D, q.dtype).view(n_kv, bk * D))
-            v_g = torch.index_select(v_rows, 0, kv_rows, out=_buffer("v", n_kv * bk * D, q.dtype).view(n_kv, bk * D))
-            q_g = q_g.view(G, 1, bq, D)
-            k_g = k_g.view(G, 1, group.count * bk, D)[:, :, : group.keys]
-            v_g = v_g.view(G, 1, group.count * bk, D)[:, :, : group.keys]
-            o_g, lse_g = flash(q_g, k_g, v_g, scale=scale)  # (G, 1, bq, D), (G, 1, bq)
-            out.index_copy_(0, rows, o_g.reshape(G, bq * D))
-            if lse is not None:
-                lse.index_copy_(0, rows, lse_g.reshape(G, bq).float())
+    attend_groups(q_rows, k_rows, v_rows, groups, bq, bk, scale, out, lse)
     out = out.view(B, H, n_q * bq, D)
     if n_q * bq != n_q_tokens:
         out = out[:, :, :n_q_tokens].contiguous()

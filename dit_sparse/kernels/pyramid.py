@@ -15,11 +15,12 @@ The output is the softmax over that union of keys times their values, and the LS
 softmax's normalizer. A mask with only full and dropped blocks is ordinary block-sparse attention;
 :func:`pyramid_attention` hands those to :func:`dit_sparse.block_sparse_attention` unchanged.
 
-Backends: ``reference`` (the definition, N x N-sized; tests), ``gather`` (CPU: K and V pooled once per call
-per level, each q block's keys at every level gathered into one contiguous sequence, and torch's fused CPU
-attention kernel on batches of q blocks with equal key counts; the ``log |g|`` term rides in one extra head
-dim column: ``q' = [q, 1]``, ``k' = [k, log|g| / scale]``, so ``scale * q' . k'`` is the score; padding keys
-get ``-inf`` there), ``triton`` (GPU; under ``TRITON_INTERPRET=1`` on CPU tensors for tests: see below).
+Backends: ``reference`` (the definition, N x N-sized; tests), ``gather`` (CPU: the full blocks as binary
+block-sparse attention, whole blocks gathered; K and V pooled once per call per level and each q block's
+pooled keys of every level gathered into one sequence, the ``log |g|`` term riding in one extra head-dim
+column, ``q' = [q, 1]``, ``k' = [k, log|g| / scale]``; torch's fused CPU attention kernel on batches of q
+blocks with equal key counts for both; the two merged through their LSE: :func:`gather_pyramid_attention`),
+``triton`` (GPU; under ``TRITON_INTERPRET=1`` on CPU tensors for tests: see below).
 
 The Triton kernel (``_pyramid_fwd_kernel`` in :mod:`dit_sparse.kernels.triton_jit`) is the block-sparse
 flash-attention kernel of :mod:`dit_sparse.kernels.triton_block_sparse` walking one more table per level: K and
@@ -44,7 +45,7 @@ import torch
 
 from ..levels import DROPPED, LevelMask
 from ..mask import BlockSparseMask
-from .gather import _CHUNK_BYTES, _buffer, flash_cpu_op
+from .gather import _CHUNK_BYTES, _blocked, _buffer, attend_groups, flash_cpu_op, groups_of_table
 from .gpu_model import attention_configs, padded_head_dim
 from .triton_block_sparse import (
     LOG2E,
@@ -158,59 +159,47 @@ def _pooled_sums(
         yield sums_k, sums_v, counts
 
 
-def _key_tables(k: torch.Tensor, v: torch.Tensor, mask: LevelMask, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """K' and V' of every level stacked (level 0 tokens, then level 1 groups, ...), rows = keys, ``D + 1`` columns.
+# Pooled keys are grouped for the fused kernel by their count per row rounded up to this many (one call per
+# group: with a count of its own each, the rows of a mask allocated by mass would make a call each).
+_KEY_COUNT_STEP = 16
 
-    K' carries ``log |g| / scale`` in its last column (0 for tokens, ``-inf`` for padding); V' a zero column,
-    since the fused kernel wants one head size for q, k and v. Pooled levels come from :func:`_pooled_sums`;
-    only the levels the mask uses are written. The tables live in this thread's reused buffers (valid until
-    the next call).
+
+def _pooled_levels(mask: LevelMask) -> list[int]:
+    """The pooled levels (``j >= 1``) the mask reads, ascending; cached on the mask."""
+    if "pooled_levels" not in mask._derived:
+        mask._derived["pooled_levels"] = sorted(set(torch.unique(mask.levels).tolist()) - {DROPPED, 0})
+    return mask._derived["pooled_levels"]
+
+
+def _pooled_key_tables(
+    k: torch.Tensor, v: torch.Tensor, mask: LevelMask, scale: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """K' and V' of the pooled levels the mask reads, rows of one pooled key with ``D + 1`` columns, in the
+    inputs' dtype: those levels' groups stacked in order (each ``(B, H, nK * bk / 2^j)``, the means of
+    :func:`pool_keys_values`, from :func:`_pooled_sums`: all levels together read K and V about twice), then one
+    padding key. K' carries ``log |g| / scale`` in its last column (``-inf`` for groups past the end and for the
+    padding key), V' zeros there.
     """
-    B, H, n_k, D = k.shape
-    bk = mask.block_size[1]
-    n_kv_blocks = mask.num_blocks[1]
-    padded = n_kv_blocks * bk
-    if "levels_used" not in mask._derived:
-        mask._derived["levels_used"] = set(torch.unique(mask.levels).tolist())
-    used = mask._derived["levels_used"]
-    sizes = [B * H * n_kv_blocks * (bk >> level) for level in range(mask.max_level + 1)]
-    k_table = _buffer("pyramid_k", sum(sizes) * (D + 1), k.dtype).view(-1, D + 1)
-    v_table = _buffer("pyramid_v", sum(sizes) * (D + 1), v.dtype).view(-1, D + 1)
-    v_table[:, D] = 0
-    starts = [sum(sizes[:level]) for level in range(len(sizes))]
-
-    def rows(level: int) -> tuple[torch.Tensor, torch.Tensor]:
-        table_rows = slice(starts[level], starts[level] + sizes[level])
-        groups = padded >> level
-        return k_table[table_rows].view(B, H, groups, D + 1), v_table[table_rows].view(B, H, groups, D + 1)
-
-    def write_log_counts(k_rows: torch.Tensor, counts: torch.Tensor) -> None:
-        log_counts = torch.where(counts > 0, torch.log(counts.clamp(min=1)) / scale, float("-inf"))
-        k_rows[..., D] = log_counts.to(k.dtype)
-
-    if 0 in used:
-        k_rows, v_rows = rows(0)
-        k_rows[..., :n_k, :D] = k
-        v_rows[..., :n_k, :D] = v
-        k_rows[..., n_k:, :D] = 0  # a partial last block's padding: masked by its -inf column
-        v_rows[..., n_k:, :D] = 0
-        write_log_counts(k_rows, torch.clamp(n_k - torch.arange(padded, device=k.device, dtype=torch.float32), 0, 1))
-    for level, (sums_k, sums_v, counts) in enumerate(_pooled_sums(k, v, bk, mask.max_level), start=1):
-        if level in used:
-            k_rows, v_rows = rows(level)
+    B, H, _, D = k.shape
+    levels = _pooled_levels(mask)
+    key_k, key_v = [], []
+    for level, (sums_k, sums_v, counts) in enumerate(_pooled_sums(k, v, mask.block_size[1], levels[-1]), start=1):
+        if level in levels:
             safe = counts.clamp(min=1)[:, None]
-            k_rows[..., :D] = sums_k / safe
-            v_rows[..., :D] = sums_v / safe
-            write_log_counts(k_rows, counts)
-    return k_table, v_table
+            log_counts = torch.where(counts > 0, torch.log(safe[:, 0]) / scale, -math.inf)
+            k_rows = torch.cat([sums_k / safe, log_counts.to(sums_k.dtype).expand(B, H, -1)[..., None]], dim=-1)
+            key_k.append(k_rows.to(k.dtype).view(-1, D + 1))
+            key_v.append(torch.nn.functional.pad(sums_v / safe, (0, 1)).to(v.dtype).view(-1, D + 1))
+    padding_k = torch.zeros(1, D + 1, dtype=k.dtype)
+    padding_k[0, D] = -math.inf
+    return torch.cat([*key_k, padding_k]), torch.cat([*key_v, torch.zeros(1, D + 1, dtype=v.dtype)])
 
 
-def _row_keys(mask: LevelMask, batch: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Per group of rows with equal key counts: (row ids, key ids ``(rows, count)``) into the key tables.
-
-    Rows are (batch, head, q block) in row-major order; cached on the mask per batch size.
-    """
-    cache_key = ("pyramid_rows", batch)
+def _pooled_key_groups(mask: LevelMask, batch: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Per group of rows with equal pooled key counts (rounded up to ``_KEY_COUNT_STEP`` with the padding key):
+    (row ids ``(b * H + h) * nQ + i``, key ids ``(rows, count)`` into :func:`_pooled_key_tables`); cached on the
+    mask per batch size."""
+    cache_key = ("pyramid_key_groups", batch)
     if cache_key in mask._derived:
         return mask._derived[cache_key]
     levels = mask.levels.long().expand(batch, -1, -1, -1)
@@ -218,29 +207,64 @@ def _row_keys(mask: LevelMask, batch: int) -> list[tuple[torch.Tensor, torch.Ten
     bk = mask.block_size[1]
     row_parts, key_parts = [], []
     offset = 0
-    for level in range(mask.max_level + 1):
+    for level in _pooled_levels(mask):
         groups = bk >> level
         b, h, i, j = (levels == level).nonzero(as_tuple=True)
         rows = (b * H + h) * n_q + i
         base = offset + ((b * H + h) * n_kv + j) * groups
         row_parts.append(rows.repeat_interleave(groups))
-        key_parts.append((base[:, None] + torch.arange(groups, device=base.device)).reshape(-1))
+        key_parts.append((base[:, None] + torch.arange(groups)).reshape(-1))
         offset += B * H * n_kv * groups
     rows = torch.cat(row_parts)
-    keys = torch.cat(key_parts)
     order = torch.sort(rows, stable=True).indices
-    rows, keys = rows[order], keys[order]
+    rows, keys = rows[order], torch.cat([torch.cat(key_parts)[order], torch.tensor([offset])])  # + the padding key
     counts = torch.bincount(rows, minlength=B * H * n_q)
     starts = torch.cumsum(counts, 0) - counts
+    padded = (counts + _KEY_COUNT_STEP - 1) // _KEY_COUNT_STEP * _KEY_COUNT_STEP
     result = []
-    for count in torch.unique(counts).tolist():
-        if count == 0:
-            continue  # rows that read nothing: zeros and LSE -inf
-        group_rows = (counts == count).nonzero(as_tuple=True)[0]
-        group_keys = keys[starts[group_rows, None] + torch.arange(count, device=keys.device)]
-        result.append((group_rows, group_keys))
+    for count in torch.unique(padded).tolist():
+        if count:
+            group_rows = (padded == count).nonzero(as_tuple=True)[0]
+            slot = torch.arange(count)
+            index = torch.where(slot < counts[group_rows, None], starts[group_rows, None] + slot, len(keys) - 1)
+            result.append((group_rows, keys[index]))
     mask._derived[cache_key] = result
     return result
+
+
+def _attend_pooled_keys(
+    q_rows: torch.Tensor,
+    tables: tuple[torch.Tensor, torch.Tensor],
+    groups: list[tuple[torch.Tensor, torch.Tensor]],
+    bq: int,
+    scale: float,
+    out: torch.Tensor,
+    lse: torch.Tensor,
+) -> None:
+    """Each group's q rows against their gathered ``D + 1``-column pooled keys, into ``out`` / ``lse``
+    (``(R, bq * D)``, ``(R, bq)``); rows in no group are left as they are."""
+    flash = flash_cpu_op()
+    k_table, v_table = tables
+    D1 = k_table.shape[1]
+    dtype = q_rows.dtype
+    q_ext = torch.ones(q_rows.shape[0], bq, D1, dtype=dtype)  # q' = [q, 1]
+    q_ext[..., : D1 - 1] = q_rows.view(-1, bq, D1 - 1)
+    q_ext = q_ext.view(-1, bq * D1)
+    key_bytes = 2 * D1 * q_rows.element_size()
+    for rows, keys in groups:
+        count = keys.shape[1]
+        step = max(1, _CHUNK_BYTES // (key_bytes * count))
+        for start in range(0, len(rows), step):
+            r = rows[start : start + step]
+            idx = keys[start : start + step].reshape(-1)
+            G = len(r)
+            q_g = torch.index_select(q_ext, 0, r, out=_buffer("pq", G * bq * D1, dtype).view(G, bq * D1))
+            k_g = torch.index_select(k_table, 0, idx, out=_buffer("pk", idx.numel() * D1, dtype).view(-1, D1))
+            v_g = torch.index_select(v_table, 0, idx, out=_buffer("pv", idx.numel() * D1, dtype).view(-1, D1))
+            k_g, v_g = k_g.view(G, 1, count, D1), v_g.view(G, 1, count, D1)
+            o_g, lse_g = flash(q_g.view(G, 1, bq, D1), k_g, v_g, scale=scale)
+            out.index_copy_(0, r, o_g.view(G, bq, D1)[..., : D1 - 1].reshape(G, -1))
+            lse.index_copy_(0, r, lse_g.view(G, bq).float())
 
 
 def gather_pyramid_attention(
@@ -251,38 +275,67 @@ def gather_pyramid_attention(
     scale: float,
     return_lse: bool,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Pyramid attention on a CPU: pooled tables once per call, gathered keys, torch's fused kernel."""
-    flash = flash_cpu_op()
+    """Pyramid attention on a CPU, in two parts merged through their LSE.
+
+    - **Full blocks** are binary block-sparse attention: the kept blocks gathered whole and torch's fused kernel
+      run on rows grouped by key count, as :func:`dit_sparse.kernels.gather.gather_block_sparse_attention`.
+    - **Pooled keys** of every level are gathered key by key into one sequence per row, with the ``log |g|``
+      term in one extra head-dim column: ``q' = [q, 1]``, ``k' = [k, log|g| / scale]``, so ``scale * q' . k'``
+      is the score (and ``-inf`` for groups past the end).
+
+    The two outputs are weighted by ``exp(lse_part - lse)``, where ``lse`` is the log-sum-exp of both: the
+    softmax over the union of their keys. Why two parts: full blocks hold most of a typical mask's keys (65-75%
+    with PSA's quotas), and the fused kernel is ~30% slower at head size ``D + 1`` than at ``D``; pooled blocks
+    hold a few keys each, too few for a kernel call per level (measured in ``benchmarks/pyramid_speed.py``).
+    """
     B, H, n_q_tokens, D = q.shape
-    bq = mask.block_size[0]
-    n_q = mask.num_blocks[0]
-    k_table, v_table = _key_tables(k, v, mask, scale)
-    q_ext = torch.ones(B, H, n_q * bq, D + 1, dtype=q.dtype)
-    q_ext[:, :, :n_q_tokens, :D] = q
-    q_rows = q_ext.view(B * H * n_q, bq * (D + 1))
-    groups = _row_keys(mask, B)
-    out = torch.zeros(B * H * n_q, bq, D + 1, dtype=q.dtype)
-    lse = torch.full((B * H * n_q, bq), -math.inf, dtype=torch.float32) if return_lse else None
-    key_bytes = 2 * (D + 1) * q.element_size()
-    for rows, keys in groups:
-        count = keys.shape[1]
-        step = max(1, _CHUNK_BYTES // (key_bytes * count))
-        for start in range(0, len(rows), step):
-            r = rows[start : start + step]
-            idx = keys[start : start + step].reshape(-1)
-            G = len(r)
-            q_g = torch.index_select(q_rows, 0, r, out=_buffer("pq", G * bq * (D + 1), q.dtype).view(G, -1))
-            k_g = torch.index_select(k_table, 0, idx, out=_buffer("pk", idx.numel() * (D + 1), q.dtype).view(-1, D + 1))
-            v_g = torch.index_select(v_table, 0, idx, out=_buffer("pv", idx.numel() * (D + 1), q.dtype).view(-1, D + 1))
-            o_g, lse_g = flash(q_g.view(G, 1, bq, D + 1), k_g.view(G, 1, count, D + 1), v_g.view(G, 1, count, D + 1),
-                               scale=scale)  # fmt: skip
-            out.index_copy_(0, r, o_g.view(G, bq, D + 1))
-            if lse is not None:
-                lse.index_copy_(0, r, lse_g.view(G, bq).float())
-    out = out.view(B, H, n_q * bq, D + 1)[:, :, :n_q_tokens, :D].contiguous()
-    if lse is not None:
-        lse = lse.view(B, H, n_q * bq)[..., :n_q_tokens].contiguous()
-    return out, lse
+    bq, bk = mask.block_size
+    n_q, n_kv = mask.num_blocks
+    R = B * H * n_q
+    q_rows = _blocked(q, n_q, bq)  # (R, bq * D)
+    full = cached_full_blocks(mask)
+    pooled = bool(_pooled_levels(mask))
+    full_groups = pooled_groups = []
+    if full is not None:
+        if ("pyramid_full_groups", B) not in mask._derived:
+            tail_pad = n_kv * bk - mask.seq_len[1]  # padding keys of a partial last block
+            mask._derived[("pyramid_full_groups", B)] = groups_of_table(full, B, bk, tail_pad)
+        full_groups = mask._derived[("pyramid_full_groups", B)]
+    if pooled:
+        pooled_groups = _pooled_key_groups(mask, B)
+    # rows a part does not write must hold zeros (weight 0 in the merge, never uninitialized memory)
+    written = (sum(len(g.rows) for g in full_groups), sum(len(rows) for rows, _ in pooled_groups))
+    outs = [(torch.empty if rows == R else torch.zeros)(R, bq * D, dtype=q.dtype) for rows in written]
+    lses = torch.full((2, R, bq), -math.inf, dtype=torch.float32)
+    if full is not None:
+        k_rows, v_rows = _blocked(k, n_kv, bk), _blocked(v, n_kv, bk)
+        attend_groups(q_rows, k_rows, v_rows, full_groups, bq, bk, scale, outs[0], lses[0])
+    if pooled:
+        tables = _pooled_key_tables(k, v, mask, scale)
+        _attend_pooled_keys(q_rows, tables, pooled_groups, bq, scale, outs[1], lses[1])
+    if full is None or not pooled:
+        part = 0 if full is not None else 1
+        out, lse = outs[part], lses[part]
+    else:
+        lse = torch.logaddexp(lses[0], lses[1])  # (R, bq)
+        weights = torch.exp(lses - lse.masked_fill(lse == -math.inf, 0.0))[..., None]  # 0 where a part reads nothing
+        if q.dtype == torch.float32:
+            out = outs[0].view(R, bq, D).mul_(weights[0]).addcmul_(outs[1].view(R, bq, D), weights[1])
+        else:
+            out = outs[0].view(R, bq, D).float() * weights[0]
+            out = out.addcmul_(outs[1].view(R, bq, D).float(), weights[1]).to(q.dtype)
+    out = out.reshape(B, H, n_q * bq, D)[:, :, :n_q_tokens].contiguous()
+    if return_lse:
+        return out, lse.reshape(B, H, n_q * bq)[..., :n_q_tokens].contiguous()
+    return out, None
+
+
+def cached_full_blocks(mask: LevelMask) -> torch.Tensor | None:
+    """The boolean table of the blocks read in full, or None when there are none; cached on the mask."""
+    if "full_table" not in mask._derived:
+        full = mask.levels == 0
+        mask._derived["full_table"] = full if bool(full.any()) else None
+    return mask._derived["full_table"]
 
 
 # --------------------------------------------------------------------------------------------------

@@ -66,6 +66,28 @@ def test_cpu_path_equals_the_twin(n, block, max_level, batch, broadcast, dtype, 
     torch.testing.assert_close(lse, ref_lse, atol=tol, rtol=tol)
 
 
+@pytest.mark.parametrize(
+    "rows",
+    [
+        [[2, -1, 3], [1, 4, -1]],  # no full block in the mask: the pooled part alone
+        [[0, 6, -1], [-1, 0, 0]],  # a row with only full blocks, one with a block pooled to one key
+        [[5, 5, 5], [0, 1, 6]],  # every level down to one key per block, the partial last group at each
+    ],
+)
+def test_cpu_parts_full_blocks_and_pooled_keys_merge_exactly(rows):
+    # blocks of 64, 150 tokens: the last block holds 22, a partial group at every level from 2 (22 = 5 * 4 + 2)
+    levels = torch.tensor(rows, dtype=torch.int8)[None, None].expand(1, 2, 2, 3).clone()
+    levels[0, 1] = levels[0, 1].flip(0)
+    mask = ds.LevelMask(levels, 64, (128, 150), max_level=6)
+    g = torch.Generator().manual_seed(3)
+    q = torch.randn(2, 2, 128, 16, generator=g)
+    k, v = (torch.randn(2, 2, 150, 16, generator=g) for _ in range(2))
+    out, lse = ds.pyramid_attention(q, k, v, mask, backend="gather", return_lse=True)
+    ref, ref_lse = reference_pyramid_attention(q, k, v, mask, 0.25, True)
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(lse, ref_lse, atol=1e-5, rtol=1e-5)
+
+
 def test_binary_level_masks_are_block_sparse_attention_exactly():
     blocks = torch.rand(1, 2, 4, 4) < 0.5
     blocks[..., 0] = True
