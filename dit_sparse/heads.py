@@ -13,7 +13,9 @@ of the other methods:
   ``"radial"`` (``decay_factor``, ``sink_frames``, ``dense_distance``): the builders of
   :mod:`dit_sparse.patterns` with these keyword arguments;
 - ``"tile"`` (``tile``, ``window``): sliding tile attention over the tile-major token order;
-- ``"mask"``: an explicit block table (``blocks``; a plan file stores it in its safetensors file);
+- ``"mask"``: an explicit table (``blocks``; a plan file stores it in its safetensors file): a bool block table,
+  or an int8 level table of Pyramid Sparse Attention (``-1`` dropped, ``0`` full, ``j`` pooled by ``2^j``; see
+  :class:`dit_sparse.LevelMask`), which a plan runs through :func:`dit_sparse.pyramid_attention`;
 - unions ``"a+b"`` of diagonal, multi_diagonal, vertical_stripe and radial, with ``params`` keyed by part:
   ``HeadPattern("diagonal+vertical_stripe", {"diagonal": {"width": 64}, "vertical_stripe": {}})``.
 
@@ -23,8 +25,10 @@ per-head orders, :meth:`VideoLayout.permutation`); the pattern is then built ove
 
 Search templates are candidates whose parameters are filled in from data per head (see
 :func:`dit_sparse.calibration.search_heads`): ``"vertical_stripe"`` with ``{"top_blocks": k}`` (the ``k``
-kv blocks holding the most attention mass) and ``"mask"`` with ``{"tau": t}`` (per q-block row, the fewest
-blocks holding a fraction ``t`` of the mass).
+kv blocks holding the most attention mass), ``"mask"`` with ``{"tau": t}`` (per q-block row, the fewest
+blocks holding a fraction ``t`` of the mass) and ``"mask"`` with ``{"pyramid": d}`` (a level table: PSA's ranked
+quotas scaled to compute density ``d``, see :func:`dit_sparse.methods.pyramid.ratios_for_density`, over each
+q-block row's kv blocks ranked by mass).
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from typing import Any
 import torch
 
 from .layout import ORDERS, VideoLayout
+from .levels import LevelMask
 from .patterns import diagonal, multi_diagonal, radial, sliding_tile, vertical_stripe
 
 KINDS = ("dense", "skip", "diagonal", "multi_diagonal", "vertical_stripe", "radial", "tile", "mask")
@@ -50,9 +55,9 @@ KIND_PARAMS: dict[str, tuple[str, ...]] = {
     "vertical_stripe": ("columns", "top_blocks"),
     "radial": ("decay_factor", "sink_frames", "dense_distance"),
     "tile": ("tile", "window"),
-    "mask": ("tensor", "tau"),
+    "mask": ("tensor", "tau", "pyramid"),
 }
-TEMPLATE_PARAMS = {"vertical_stripe": "top_blocks", "mask": "tau"}
+TEMPLATE_PARAMS = {"vertical_stripe": ("top_blocks",), "mask": ("tau", "pyramid")}
 PATTERN_KEYS = ("kind", "params", "order", "density", "recall", "rel_l2")
 
 
@@ -75,7 +80,7 @@ def _check_param(where: str, kind: str, name: str, value: Any) -> None:
         bad = "an int >= 1"
     elif name == "decay_factor" and not (_is_number(value) and value > 0):
         bad = "a positive number"
-    elif name == "tau" and not (_is_number(value) and 0 < value <= 1):
+    elif name in ("tau", "pyramid") and not (_is_number(value) and 0 < value <= 1):
         bad = "a fraction in (0, 1]"
     elif name == "tensor" and not (isinstance(value, str) and value):
         bad = "a non-empty tensor name"
@@ -108,7 +113,8 @@ class HeadPattern:
         recall (`float`, optional): attention mass kept, measured on the calibration inputs (for ``"skip"``,
             the overlap of the head's attention with uniform attention).
         rel_l2 (`float`, optional): relative L2 error of the head's output against dense, measured.
-        blocks (`torch.BoolTensor` of shape ``(nQ, nK)``, optional): the table of a ``"mask"`` head.
+        blocks (`torch.Tensor` of shape ``(nQ, nK)``, optional): the table of a ``"mask"`` head: bool (kept
+            blocks) or int8 (levels: -1 dropped, 0 full, ``j`` pooled by ``2^j``).
 
     Example:
         >>> HeadPattern("diagonal", {"width": 64}).label
@@ -161,12 +167,21 @@ class HeadPattern:
             raise ValueError(f"{where}: order must be None or one of {list(ORDERS)}, got {self.order!r}")
         if self.order is not None and "tile" in parts:
             raise ValueError(f"{where}: a 'tile' head has its own (tile-major) token order; order must be None")
-        if self.kind == "mask" and self.blocks is None and not ({"tensor", "tau"} & set(self.params)):
-            raise ValueError(f"{where}: a 'mask' head needs its block table (blocks=...) or a 'tau' to search it by")
+        if self.kind == "mask" and self.blocks is None and not ({"tensor", "tau", "pyramid"} & set(self.params)):
+            raise ValueError(
+                f"{where}: a 'mask' head needs its table (blocks=...), or a 'tau' or 'pyramid' to search it by"
+            )
         if self.blocks is not None and (
-            not isinstance(self.blocks, torch.Tensor) or self.blocks.dtype != torch.bool or self.blocks.dim() != 2
+            not isinstance(self.blocks, torch.Tensor)
+            or self.blocks.dtype not in (torch.bool, torch.int8)
+            or self.blocks.dim() != 2
         ):
-            raise ValueError(f"{where}: blocks must be a 2-d bool tensor (nQ, nK)")
+            raise ValueError(f"{where}: blocks must be a 2-d bool (blocks) or int8 (levels) tensor (nQ, nK)")
+        if self.is_level_table and int(self.blocks.min()) < -1:
+            raise ValueError(f"{where}: a level table holds -1 (dropped), 0 (full) or j >= 1 (pooled by 2^j), "
+                             f"got {int(self.blocks.min())}")  # fmt: skip
+        if self.blocks is not None and self.kind != "mask":
+            raise ValueError(f"{where}: only a 'mask' head has a table (blocks=...); this head is {self.kind!r}")
         for name in ("density", "recall", "rel_l2"):
             value = getattr(self, name)
             if value is not None and not (_is_number(value) and value >= 0):
@@ -186,13 +201,18 @@ class HeadPattern:
             _check_param(where, kind, name, value)
         if kind == "vertical_stripe" and {"columns", "top_blocks"} <= set(params):
             raise ValueError(f"{where}: vertical_stripe takes 'columns' or 'top_blocks', not both")
-        if kind == "mask" and {"tensor", "tau"} <= set(params):
-            raise ValueError(f"{where}: mask takes 'tensor' or 'tau', not both")
+        if kind == "mask" and len({"tensor", "tau", "pyramid"} & set(params)) > 1:
+            raise ValueError(f"{where}: mask takes one of 'tensor', 'tau' and 'pyramid', got {sorted(params)}")
+
+    @property
+    def is_level_table(self) -> bool:
+        """Whether this is a ``"mask"`` head with a level table (int8) rather than a block table."""
+        return self.blocks is not None and self.blocks.dtype == torch.int8
 
     @property
     def is_template(self) -> bool:
-        """Whether some parameter is filled in from data by the search (``top_blocks``, ``tau``)."""
-        return any(TEMPLATE_PARAMS.get(part) in self.part_params(part) for part in self.parts)
+        """Whether some parameter is filled in from data by the search (``top_blocks``, ``tau``, ``pyramid``)."""
+        return any(name in self.part_params(part) for part in self.parts for name in TEMPLATE_PARAMS.get(part, ()))
 
     def part_params(self, part: str) -> dict[str, Any]:
         """The parameters of one part (the pattern's own ``params`` when it is not a union)."""
@@ -339,7 +359,8 @@ def _part_table(part: str, params: dict[str, Any], layout: VideoLayout, block_si
 
 
 def head_table(pattern: HeadPattern, layout: VideoLayout, block_size: int, cache: dict | None = None) -> torch.Tensor:
-    """The head's ``(nQ, nK)`` bool block table over its own token order (CPU).
+    """The head's ``(nQ, nK)`` bool block table over its own token order (CPU); for a level table, the blocks
+    read at any level.
 
     Templates must be resolved first (the search does it). ``cache`` (any dict) shares tables between heads
     and calls: patterns are few, heads many.
@@ -354,7 +375,7 @@ def head_table(pattern: HeadPattern, layout: VideoLayout, block_size: int, cache
                 f"mask head table has shape {shape}; this call's {layout.num_tokens} tokens in blocks of "
                 f"{block_size} need ({n_blocks}, {n_blocks})"
             )
-        return pattern.blocks.cpu()
+        return (pattern.blocks != -1).cpu() if pattern.is_level_table else pattern.blocks.cpu()
     if pattern.kind in ("dense", "skip"):
         return torch.full((n_blocks, n_blocks), pattern.kind == "dense", dtype=torch.bool)
     key = (pattern.key(), layout, block_size)
@@ -371,9 +392,35 @@ def head_table(pattern: HeadPattern, layout: VideoLayout, block_size: int, cache
     return table
 
 
+def head_levels(pattern: HeadPattern, layout: VideoLayout, block_size: int, cache: dict | None = None) -> torch.Tensor:
+    """The head's ``(nQ, nK)`` int8 level table (CPU): a level table as it is, any other pattern's blocks as
+    full (0) or dropped (-1)."""
+    if pattern.is_level_table:
+        head_table(pattern, layout, block_size, cache)  # checks the shape
+        return pattern.blocks.cpu()
+    table = head_table(pattern, layout, block_size, cache)
+    return torch.where(table, 0, -1).to(torch.int8)
+
+
 def table_density(table: torch.Tensor, num_tokens: int, block_size: int) -> float:
-    """Fraction of token pairs a ``(nQ, nK)`` table computes (partial last blocks count their tokens)."""
+    """Fraction of token pairs a ``(nQ, nK)`` table computes (partial last blocks count their tokens); for an
+    int8 level table, its compute as :meth:`dit_sparse.LevelMask.compute_density` counts it (a block pooled by
+    ``2^j`` counts its pooled keys)."""
+    if table.dtype == torch.int8:
+        deepest = max(1, int(table.max()))
+        levels = LevelMask(table[None, None].cpu(), block_size, (num_tokens, num_tokens), max_level=deepest,
+                           allow_empty_rows=True)  # fmt: skip
+        return levels.compute_density()
     sizes = torch.full((table.shape[-1],), float(block_size), dtype=torch.float64)
     sizes[-1] = num_tokens - (table.shape[-1] - 1) * block_size
     kept = torch.einsum("ij,i,j->", table.to(torch.float64).cpu(), sizes, sizes)
     return float(kept) / (num_tokens * num_tokens)
+
+
+def table_cost(table: torch.Tensor) -> torch.Tensor:
+    """Each block's cost in full blocks, float64: a bool table's kept blocks 1; an int8 level table's full
+    blocks 1, pooled by ``2^j`` ``1 / 2^j``, dropped 0."""
+    if table.dtype == torch.bool:
+        return table.to(torch.float64)
+    levels = table.to(torch.float64)
+    return torch.where(levels < 0, 0.0, torch.exp2(-levels.clamp(min=0)))

@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 from collections import Counter
 from collections.abc import Callable
@@ -418,6 +419,13 @@ class SparsityPlan:
                         f"{here}: its mask is {tuple(pattern.blocks.shape)} blocks; the plan's layout of "
                         f"{self.layout.num_tokens} tokens in blocks of {self.block_size} needs ({n_blocks}, {n_blocks})"
                     )
+                if pattern.is_level_table:
+                    deepest = int(math.log2(self.block_size))
+                    if int(pattern.blocks.max()) > deepest:
+                        raise ValueError(
+                            f"{here}: its level table pools by 2^{int(pattern.blocks.max())} tokens; blocks of "
+                            f"{self.block_size} allow levels up to {deepest}"
+                        )
                 for part in pattern.parts:
                     columns = pattern.part_params(part).get("columns") if part == "vertical_stripe" else None
                     if columns and max(stop for _, stop in columns) > self.layout.video_tokens:
@@ -600,11 +608,11 @@ def _load_masks(
         if name not in tensors:
             raise ValueError(f"{here}: mask tensor {name!r} is not in {masks_file}")
         table = tensors[name]
-        if table.dtype != torch.bool or tuple(table.shape) != (n_blocks, n_blocks):
+        if table.dtype not in (torch.bool, torch.int8) or tuple(table.shape) != (n_blocks, n_blocks):
             raise ValueError(
                 f"{here}: mask tensor {name!r} in {masks_file} is {str(table.dtype).removeprefix('torch.')} "
                 f"{tuple(table.shape)}; the plan's layout of {provenance.layout.num_tokens} tokens in blocks of "
-                f"{provenance.block_size} needs bool ({n_blocks}, {n_blocks})"
+                f"{provenance.block_size} needs bool (blocks) or int8 (levels) ({n_blocks}, {n_blocks})"
             )
         pattern = buckets[b].layers[layer][head]
         pattern.blocks = table

@@ -26,11 +26,12 @@ from tqdm.auto import tqdm
 
 from ..cost import CostModel
 from ..heads import HeadPattern, table_density
+from ..layout import VideoLayout
 from ..mask import SUPPORTED_BLOCK_SIZES
 from ..methods.paro import OrderStatistics, choose_orders
 from ..plan import SEARCH_METHODS, Provenance, SearchSettings, SparsityPlan, StepBucket, config_hash, prompts_hash
 from .cost import measure_cost_profile
-from .search import HeadStatistics, check_target
+from .search import HeadStatistics, check_target, default_candidates
 
 logger = logging.getLogger(__name__)
 
@@ -113,6 +114,7 @@ def calibrate(
     density: float = 0.25,
     quant_weight: float = 1.0,
     quant: str | None = None,
+    levels: bool = False,
     **pipeline_kwargs: Any,
 ) -> SparsityPlan:
     """Search, per (step bucket, layer, head), the cheapest pattern meeting a quality target; return the plan.
@@ -142,6 +144,12 @@ def calibrate(
             order score (0: order by sparsity alone).
         quant (`str`, optional): ``"paro"`` only: the quantization the plan will run with (``"int8"`` or
             ``"int4"``), which sets the bits of the quantization term (default 8).
+        levels (`bool`, defaults to False): ``"sparse_vdit"`` only, with the default candidates: also offer every
+            head Pyramid Sparse Attention level tables (``"mask"`` heads whose blocks are full, pooled by 2 or 8
+            tokens, or dropped, by PSA's quotas at compute 5-40%; see
+            :func:`~dit_sparse.calibration.search.default_candidates`). Their price is their compute (a block
+            pooled by ``2^j`` costs ``1/2^j``), their quality measured through the pooled keys; the plan stores
+            the chosen tables and runs them with :func:`dit_sparse.pyramid_attention`.
         **pipeline_kwargs: passed to every pipeline call (``height``, ``width``, ``num_frames``,
             ``guidance_scale``, ...).
 
@@ -158,6 +166,11 @@ def calibrate(
     from ..integration.specs import spec_for
 
     paro = _check_method(method, target_recall, max_rel_l2, candidates, density, quant_weight, quant)
+    if levels and (paro or candidates is not None):
+        raise ValueError(
+            "levels=True adds level tables to the default candidates of method 'sparse_vdit'; with your own "
+            "candidates add HeadPattern('mask', {'pyramid': density}) to them instead"
+        )
     metric = None if paro else check_target(target_recall, max_rel_l2)
     prompt_list = [prompts] if isinstance(prompts, str) else list(prompts)
     if not prompt_list or not all(isinstance(p, str) and p.strip() for p in prompt_list):
@@ -192,6 +205,11 @@ def calibrate(
     stats: dict[tuple[int, int], Any] = {}  # HeadStatistics, or OrderStatistics for "paro"
     seen: dict[str, Any] = {}
 
+    def search_candidates(layout: VideoLayout) -> Sequence[HeadPattern] | None:
+        if candidates is not None or not levels:
+            return candidates
+        return default_candidates(layout, block_size, sink_frames=spec.sink_frames, levels=True)
+
     def observe(state, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
         if state.step not in sampled:
             return
@@ -211,7 +229,7 @@ def calibrate(
             stats[key] = HeadStatistics(
                 layout,
                 q.shape[1],
-                candidates,
+                search_candidates(layout),
                 metric=metric,
                 block_size=block_size,
                 backend=backend,

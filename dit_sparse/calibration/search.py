@@ -30,8 +30,10 @@ from dataclasses import dataclass
 import torch
 
 from ..cost import CostModel
-from ..heads import HeadPattern, head_permutation, head_table, ordered_layout, table_density
+from ..heads import HeadPattern, head_levels, head_permutation, head_table, ordered_layout, table_cost, table_density
+from ..kernels.pyramid import pool_keys_values
 from ..layout import VideoLayout
+from ..methods.pyramid import allocate_levels, ratios_for_density
 from ..patterns._tiles import tile_grid
 from ..scoring import block_attention_mass, row_logsumexp, select_blocks
 
@@ -53,7 +55,13 @@ def _default_tile(layout: VideoLayout, block_size: int) -> tuple[int, int, int] 
     return None if best is None else best[1]
 
 
-def default_candidates(layout: VideoLayout, block_size: int = 128, *, sink_frames: int = 0) -> list[HeadPattern]:
+# Compute densities of the level-table candidates that ``levels=True`` adds (PSA's default quotas cost 0.15).
+PYRAMID_CANDIDATE_DENSITIES = (0.05, 0.1, 0.15, 0.25, 0.4)
+
+
+def default_candidates(
+    layout: VideoLayout, block_size: int = 128, *, sink_frames: int = 0, levels: bool = False
+) -> list[HeadPattern]:
     """The search's candidates for ``layout``: skip, Sparse-vDiT patterns at a few widths, radial, tiles.
 
     Widths are fractions and multiples of a frame (``S = H' * W'`` tokens): diagonal ``S/4, S/2, S, 2S``;
@@ -65,6 +73,9 @@ def default_candidates(layout: VideoLayout, block_size: int = 128, *, sink_frame
         layout (`VideoLayout`): the token grid of the calls.
         block_size (`int`, defaults to 128): the mask block size.
         sink_frames (`int`, defaults to 0): the radial candidates' attention-sink frames (Wan: 1).
+        levels (`bool`, defaults to False): also Pyramid Sparse Attention level tables, ``"mask"`` templates
+            ``{"pyramid": d}`` at the compute densities ``PYRAMID_CANDIDATE_DENSITIES`` (each q-block row's kv
+            blocks ranked by mass, PSA's quotas scaled to ``d``: full, pooled by 2, by 8, dropped).
     """
     s, video = layout.frame_tokens, layout.video_tokens
     n_video_blocks = -(-video // block_size)
@@ -98,6 +109,8 @@ def default_candidates(layout: VideoLayout, block_size: int = 128, *, sink_frame
             if clamped != tuple(grid) and clamped not in windows:
                 windows.append(clamped)
         candidates += [HeadPattern("tile", {"tile": list(tile), "window": list(w)}) for w in windows]
+    if levels:
+        candidates += [HeadPattern("mask", {"pyramid": d}) for d in PYRAMID_CANDIDATE_DENSITIES]
     return candidates
 
 
@@ -109,7 +122,8 @@ class _Group:
     grid: VideoLayout  # the grid the builders see
     indices: list[int]  # candidate indices
     mass: torch.Tensor | None = None  # (H, nQ, nK) float64: attention mass per block, summed over rows
-    tables: torch.Tensor | None = None  # (C_g, H, nQ, nK) bool, set once templates are resolved
+    tables: torch.Tensor | None = None  # (C_g, H, nQ, nK) bool, blocks read at any level, once templates resolve
+    levels: torch.Tensor | None = None  # (C_g, H, nQ, nK) int8: -1 dropped, 0 full, j pooled by 2^j
     resolved: list[list[HeadPattern]] | None = None  # [candidate][head]
     squared_error: torch.Tensor | None = None  # (C_g, H) float64, rel-L2 mode
 
@@ -283,8 +297,10 @@ class HeadStatistics:
     def _chunk_rows(self, q: torch.Tensor) -> int:
         B, H, N, D = q.shape
         n_candidates = len(self.candidates)
-        # probabilities (N), per-block partial outputs (nK * D), candidate outputs and tables, fp32
-        per_row = B * H * (N + self.n_blocks * D + n_candidates * (D + self.n_blocks)) * 4
+        # probabilities (N), per-block partial outputs (nK * D), candidate outputs and tables, fp32; a pooled
+        # level (level tables: PSA's quotas use two) as much again
+        pooled = 2 if any("pyramid" in c.params or c.is_level_table for c in self.candidates) else 0
+        per_row = B * H * ((1 + pooled) * (N + self.n_blocks * D) + n_candidates * (D + self.n_blocks)) * 4
         return max(self.block_size, (MEMORY_BUDGET_BYTES // per_row) // self.block_size * self.block_size)
 
     def _overlap_pass(self, q, k, lse, scale) -> None:
@@ -303,6 +319,15 @@ class HeadStatistics:
         pad = nb * b - n_keys
         v_blocks = torch.nn.functional.pad(v.float(), (0, 0, 0, pad)).view(B, H, nb, b, D)
         v_mean = v.float().mean(dim=2, keepdim=True)  # (B, H, 1, D): a skipped head's output
+        pooled = {}  # level -> K, V pooled inside blocks (V as (B, H, nK, groups, D)) and log |g| (-inf: none)
+        used = set() if group is None else set(torch.unique(group.levels).tolist()) - {-1, 0}
+        for level in sorted(used):
+            k_pool, v_pool, counts = pool_keys_values(k.float(), v.float(), b, level)
+            missing = nb * (b >> level) - k_pool.shape[2]  # whole blocks of padded keys cut off: no groups
+            k_pool, v_pool = (torch.nn.functional.pad(x, (0, 0, 0, missing)) for x in (k_pool, v_pool))
+            counts = torch.nn.functional.pad(counts, (0, missing))
+            log_counts = torch.where(counts > 0, torch.log(counts.clamp(min=1)), -math.inf)
+            pooled[level] = (k_pool, v_pool.view(B, H, nb, b >> level, D), log_counts)
         chunk = self._chunk_rows(q)
         for start in range(0, n, chunk):
             stop = min(n, start + chunk)
@@ -321,10 +346,19 @@ class HeadStatistics:
                 continue
             q_block = torch.arange(start, stop, device=q.device) // b
             group.mass.index_add_(1, q_block, block_mass.sum(0).double())
-            tables = group.tables[:, :, q_block].float()  # (C, H, r, nK)
+            levels = group.levels[:, :, q_block]  # (C, H, r, nK)
+            tables = (levels == 0).float()  # full blocks
             numerator = torch.einsum("bhrjd,chrj->cbhrd", partial, tables)
-            denominator = torch.einsum("bhrj,chrj->cbhr", block_mass, tables).clamp_min(torch.finfo(torch.float32).tiny)
-            outputs = numerator / denominator[..., None]
+            denominator = torch.einsum("bhrj,chrj->cbhr", block_mass, tables)
+            for level, (k_pool, v_pool, log_counts) in pooled.items():
+                # each pooled key stands for its |g| tokens: score + log|g| (PSA; dit_sparse.pyramid_attention)
+                scores = torch.matmul(q[:, :, start:stop].float(), k_pool.transpose(-2, -1)) * scale + log_counts
+                probs = torch.exp(scores - lse[:, :, start:stop, None]).view(B, H, stop - start, nb, b >> level)
+                at_level = (levels == level).float()
+                partial_pooled = torch.einsum("bhrjt,bhjtd->bhrjd", probs, v_pool)  # (B, H, r, nK, D)
+                numerator += torch.einsum("bhrjd,chrj->cbhrd", partial_pooled, at_level)
+                denominator += torch.einsum("bhrj,chrj->cbhr", probs.sum(-1), at_level)
+            outputs = numerator / denominator.clamp_min(torch.finfo(torch.float32).tiny)[..., None]
             group.squared_error += (outputs - dense).double().pow(2).sum(dim=(1, 3, 4))
 
     # -- templates ------------------------------------------------------------------------------------------
@@ -353,8 +387,14 @@ class HeadStatistics:
             return candidate
         if candidate.kind == "mask":
             rows = self._rows_per_block(head_mass.device)[:, None]
-            table = select_blocks((head_mass / rows)[None, None].float(), tau=candidate.params["tau"])[0, 0].cpu()
+            row_mass = (head_mass / rows)[None, None].float()
             text = self._text_blocks()
+            if "pyramid" in candidate.params:  # PSA's quotas over each row's blocks ranked by mass
+                levels = allocate_levels(row_mass, ratios_for_density(candidate.params["pyramid"]))[0, 0].cpu()
+                levels[text, :] = 0
+                levels[:, text] = 0
+                return HeadPattern("mask", {}, order=candidate.order, blocks=levels)
+            table = select_blocks(row_mass, tau=candidate.params["tau"])[0, 0].cpu()
             table[text, :] = True
             table[:, text] = True
             return HeadPattern("mask", {}, order=candidate.order, blocks=table)
@@ -376,8 +416,13 @@ class HeadStatistics:
             torch.stack([head_table(p, self.layout, self.block_size, self._table_cache) for p in heads])
             for heads in resolved
         ]
+        levels = [
+            torch.stack([head_levels(p, self.layout, self.block_size, self._table_cache) for p in heads])
+            for heads in resolved
+        ]
         group.resolved = resolved
         group.tables = torch.stack(tables).to(mass.device)  # (C_g, H, nQ, nK)
+        group.levels = torch.stack(levels).to(mass.device)
 
     # -- results -------------------------------------------------------------------------------------------
     def measurements(self) -> list[list[Measurement]]:
@@ -400,10 +445,10 @@ class HeadStatistics:
                 self._resolve(group, group.mass)
             recall = torch.einsum("hij,chij->ch", group.mass, group.tables.double()) / self.rows  # (C_g, H)
             rel = None if group.squared_error is None else (group.squared_error / reference).sqrt()
-            fractions = group.tables.double().mean(dim=(2, 3))  # (C_g, H)
+            fractions = table_cost(group.levels).mean(dim=(2, 3))  # (C_g, H): compute, in full blocks
             for c, index in enumerate(group.indices):
                 for h in range(self.num_heads):
-                    table = group.tables[c, h]
+                    table = group.levels[c, h]
                     per_head[h].append(
                         Measurement(
                             index,

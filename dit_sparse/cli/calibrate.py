@@ -44,6 +44,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     target.add_argument("--max-rel-l2", type=float, help="keep each head's output relative L2 error at most this")
     parser.add_argument("--density", type=float, default=0.25, help="paro: fraction of key blocks kept per row")
     parser.add_argument(
+        "--levels",
+        action="store_true",
+        help="sparse_vdit: also offer each head Pyramid Sparse Attention level tables (full, pooled and dropped "
+        "blocks, PSA's quotas at compute 5-40%%)",
+    )
+    parser.add_argument(
         "--quant-weight", type=float, default=1.0, help="paro: weight of the quantization error in the order score"
     )
     parser.add_argument(
@@ -99,6 +105,8 @@ def _step_buckets(text: str) -> int | list[int]:
 def run(args: argparse.Namespace) -> int:
     prompts = read_prompts(args.prompts)  # bad input fails before any model loads
     if args.method == "paro":
+        if args.levels:
+            raise ValueError("--levels adds level tables to the sparse_vdit search; --method paro has none")
         if args.target_recall is not None or args.max_rel_l2 is not None:
             raise ValueError("--method paro keeps --density of the blocks; --target-recall/--max-rel-l2 do not apply")
     else:
@@ -118,6 +126,7 @@ def run(args: argparse.Namespace) -> int:
         quant=args.quant,
         target_recall=args.target_recall,
         max_rel_l2=args.max_rel_l2,
+        levels=args.levels,
         num_inference_steps=args.steps,
         step_buckets=buckets,
         steps_per_bucket=args.steps_per_bucket,

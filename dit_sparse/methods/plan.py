@@ -10,7 +10,10 @@ different patterns still run in one fused kernel launch:
   attention, the mean of V);
 - heads with an ``order`` (PAROAttention-style) or a ``"tile"`` pattern get their own token permutation,
   one row of an ``(H, N)`` ``AttentionPlan.permutation``; the other rows are the identity;
-- a layer whose heads are all ``"dense"`` runs the dense path.
+- a layer whose heads are all ``"dense"`` runs the dense path;
+- ``"mask"`` heads with a level table (int8: Pyramid Sparse Attention's full, pooled by ``2^j`` and dropped
+  blocks) make their layer one :class:`~dit_sparse.LevelMask`, the other heads' blocks full or dropped in it,
+  run by :func:`dit_sparse.pyramid_attention`.
 
 Masks are built once per (layout, bucket, layer, device) and reused for every later call.
 """
@@ -21,7 +24,8 @@ import logging
 
 import torch
 
-from ..heads import head_permutation, head_table
+from ..heads import head_levels, head_permutation, head_table
+from ..levels import LevelMask
 from ..mask import BlockSparseMask
 from .base import AttentionCall, AttentionPlan, Method
 
@@ -57,7 +61,6 @@ class PlanMethod(Method):
             plan = AttentionPlan(None, dense=True)
         else:
             layout, block = call.layout, self.plan.block_size
-            tables = torch.stack([head_table(p, layout, block, self._tables) for p in heads])  # (H, nQ, nK)
             perms = [head_permutation(p, layout) for p in heads]
             permutation = None
             if any(p is not None for p in perms):
@@ -66,9 +69,13 @@ class PlanMethod(Method):
             skip = tuple(h for h, p in enumerate(heads) if p.kind == "skip")
             n = layout.num_tokens
             name = f"plan(bucket={bucket},layer={call.layer},{'/'.join(p.kind for p in heads)})"
-            mask = BlockSparseMask.from_dense(tables[None], block, (n, n), allow_empty_rows=bool(skip), name=name).to(
-                call.q.device
-            )
+            if any(p.is_level_table for p in heads):  # pooled levels: the layer runs as one level mask
+                levels = torch.stack([head_levels(p, layout, block, self._tables) for p in heads])  # (H, nQ, nK)
+                mask = LevelMask(levels[None], block, (n, n), allow_empty_rows=bool(skip), name=name)
+            else:
+                tables = torch.stack([head_table(p, layout, block, self._tables) for p in heads])  # (H, nQ, nK)
+                mask = BlockSparseMask.from_dense(tables[None], block, (n, n), allow_empty_rows=bool(skip), name=name)
+            mask = mask.to(call.q.device)
             plan = AttentionPlan(mask, permutation, skip_heads=skip)
         self._cache[key] = plan
         self.searches += 1

@@ -136,7 +136,7 @@ def test_tables_of_head_patterns_are_the_builders_masks():
         ({"kind": "skip+diagonal"}, "a union 'skip+diagonal' joins distinct kinds"),
         ({"kind": "tile", "order": "HWF"}, "a 'tile' head has its own (tile-major) token order"),
         ({"kind": "diagonal", "order": "XYZ"}, "order must be None or one of"),
-        ({"kind": "mask"}, "a 'mask' head needs its block table"),
+        ({"kind": "mask"}, "a 'mask' head needs its table"),
         ({"kind": "vertical_stripe", "params": {"columns": [[5, 2]]}}, "[start, stop) video-token ranges"),
         ({"kind": "radial", "params": {"decay_factor": 0}}, "'decay_factor' must be a positive number"),
     ],
