@@ -16,6 +16,7 @@ from dit_sparse.heads import head_levels, head_table, table_density
 from dit_sparse.integration.specs import SPECS
 from dit_sparse.kernels.pyramid import reference_pyramid_attention
 from dit_sparse.methods import AttentionCall, build_method
+from dit_sparse.plan import head_costs
 
 WAN = next(spec for spec in SPECS if spec.name == "wan")
 LAYOUT = ds.VideoLayout(4, 6, 8)  # 192 tokens
@@ -85,6 +86,9 @@ def test_level_tables_round_trip_through_plan_files_and_are_checked(tmp_path):
     assert load_file(tmp_path / "plan.safetensors")["bucket0.layer0.head0"].dtype == torch.int8
     loaded = SparsityPlan.load(path)
     assert loaded == plan and loaded.buckets[0].layers[0][0].is_level_table
+    table = plan.buckets[0].layers[0][0].blocks.double()  # pooled by 8 everywhere, by 2 in column 0, diagonal full
+    expected = torch.where(table == 0, 1.0, torch.where(table == 1, 0.5, 0.125)).mean().item()
+    assert head_costs(plan, 0, 0)[0] == pytest.approx(expected)  # priced by compute in the plan's summary
     with pytest.raises(ValueError, match=r"pools by 2\^5 tokens; blocks of 16 allow levels up to 4"):
         level_plan(deepest=5)
 
