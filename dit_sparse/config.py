@@ -59,7 +59,8 @@ METHOD_PARAMS: dict[str, dict[str, Any]] = {
     # Pyramid Sparse Attention (Li et al., 2025): kv blocks read full, pooled by 2^j or skipped, levels from the
     # exact block mass under a compute budget (density; PSA's default quotas cost 0.15): allocation "quota" (PSA's
     # ranked quotas, ratios: full, pooled by 2, 4, 8) or "mass" (ours: pooling factor ~ 1 / mass); searched at
-    # search_steps and reused between, as adaspa. See methods/pyramid.py.
+    # search_steps and reused between, as adaspa; kv_block_size (None: block_size) sets kv blocks apart from q
+    # blocks (PSA's defaults are 128 / 64). See methods/pyramid.py.
     "pyramid": {
         "search_steps": (10, 30),
         "density": 0.15,
@@ -67,6 +68,7 @@ METHOD_PARAMS: dict[str, dict[str, Any]] = {
         "ratios": (0.10, 0.05, 0.0, 0.20),
         "max_level": None,
         "min_blocks_per_row": 1,
+        "kv_block_size": None,
     },
 }
 
@@ -587,6 +589,10 @@ def _validate_paro(params: dict[str, Any], block_size: int) -> None:
 
 def _validate_pyramid(params: dict[str, Any], block_size: int) -> None:
     _validate_adaspa(params, block_size)
+    kv_block = params.get("kv_block_size")
+    if kv_block is not None and kv_block not in (16, 32, 64, 128, 256):
+        raise ValueError(f"kv_block_size must be None (block_size) or one of 16, 32, 64, 128, 256, got {kv_block!r}")
+    block_size = block_size if kv_block is None else kv_block  # levels pool inside kv blocks
     if params.get("allocation", "quota") not in ("mass", "quota"):
         raise ValueError(f"allocation must be 'mass' or 'quota', got {params['allocation']!r}")
     if params.get("max_level") is not None:

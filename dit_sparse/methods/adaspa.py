@@ -66,13 +66,17 @@ class MassSearchMethod(Method):
     def mask_from_mass(self, mass: torch.Tensor, call: AttentionCall, params: dict) -> BlockSparseMask | LevelMask:
         raise NotImplementedError(f"{type(self).__name__} must implement mask_from_mass")
 
+    def mass_block_size(self, params: dict) -> int | tuple[int, int]:
+        """The (q, kv) blocks the masses are measured over and the mask is made of."""
+        return self.config.block_size
+
     def plan_for(self, call: AttentionCall) -> AttentionPlan:
         params = self.config.method_params(call.layer)
         key = (call.layer, call.context, call.layout, tuple(call.q.shape), call.q.device)
         if call.step in params["search_steps"] and self._searched_at.get(key) != call.step:
             first = key not in self._lse
             mass, lse = block_attention_mass(
-                call.q, call.k, block_size=self.config.block_size, lse=self._lse.get(key), return_lse=True
+                call.q, call.k, block_size=self.mass_block_size(params), lse=self._lse.get(key), return_lse=True
             )
             self._masks[key] = mask = self.mask_from_mass(mass, call, params)
             self._searched_at[key] = call.step

@@ -35,7 +35,10 @@ Where we differ from PSA besides, and why:
   pooled-by-``2^j`` blocks ``1/2^j``) is ``density`` of dense; quotas are filled in order and capped at all
   blocks. Boundaries between levels are rounded (PSA floors them), so small block counts land nearer the
   intended compute.
-- **Blocks.** One block size for q and kv (``block_size`` of the config); PSA's defaults are 128 / 64.
+- **Blocks.** q blocks of the config's ``block_size``, kv blocks of ``kv_block_size`` (default the same); PSA's
+  defaults are 128 / 64. Finer kv blocks let the quotas follow the mass more closely: on the embedded model at
+  10% compute, kv blocks of 32 instead of 256 gave 27.6 dB instead of 25.0
+  (``benchmarks/results/2026-12-02-pyramid-blocks-embedded.md``).
 """
 
 from __future__ import annotations
@@ -157,29 +160,35 @@ def allocate_levels_by_mass(
 
 
 def levels_keeping_text(
-    levels: torch.Tensor, layout: VideoLayout, block_size: int, max_level: int, name: str
+    levels: torch.Tensor, layout: VideoLayout, block_size: int | tuple[int, int], max_level: int, name: str
 ) -> LevelMask:
     """A level mask with every block that holds text full (rows and columns), as binary methods keep text."""
     n = layout.num_tokens
-    n_blocks = -(-n // block_size)
-    text = torch.zeros(n_blocks, dtype=torch.bool)
-    text[torch.arange(n)[layout.text_slice] // block_size] = True
-    text = text.to(levels.device)
-    levels[..., text, :] = 0
-    levels[..., :, text] = 0
+    text_tokens = torch.arange(n)[layout.text_slice]
+    sizes = (block_size, block_size) if isinstance(block_size, int) else block_size
+    for dim, size in zip((-2, -1), sizes, strict=True):
+        text = torch.zeros(-(-n // size), dtype=torch.bool)
+        text[text_tokens // size] = True
+        index = [slice(None)] * levels.dim()
+        index[dim] = text.to(levels.device)
+        levels[tuple(index)] = 0
     return LevelMask(levels, block_size, (n, n), max_level=max_level, name=name)
 
 
 class PyramidMethod(MassSearchMethod):
     name = "pyramid"
 
+    def mass_block_size(self, params: dict) -> int | tuple[int, int]:
+        return (self.config.block_size, params["kv_block_size"] or self.config.block_size)
+
     def mask_from_mass(self, mass: torch.Tensor, call: AttentionCall, params: dict) -> LevelMask:
+        block_size = self.mass_block_size(params)
         if params["allocation"] == "mass":
-            max_level = params["max_level"] or int(math.log2(self.config.block_size))
+            max_level = params["max_level"] or int(math.log2(block_size[1]))
             levels = allocate_levels_by_mass(mass, params["density"], max_level, params["min_blocks_per_row"])
         else:
             ratios = ratios_for_density(params["density"], tuple(params["ratios"]))
             max_level = len(ratios) - 1
             levels = allocate_levels(mass, ratios, params["min_blocks_per_row"])
-        return levels_keeping_text(levels, call.layout, self.config.block_size, max(1, max_level),
+        return levels_keeping_text(levels, call.layout, block_size, max(1, max_level),
                                    f"pyramid({params['allocation']}, step={call.step})")  # fmt: skip

@@ -39,3 +39,28 @@ def test_scaled_quotas_cost_the_budget(density):
     ratios = ratios_for_density(density)
     assert sum(r / (1 << level) for level, r in enumerate(ratios)) == pytest.approx(density)
     assert sum(ratios) <= 1 + 1e-9
+
+
+def test_kv_blocks_apart_from_q_blocks_keep_text_full_at_both_sizes():
+    """``kv_block_size``: masses over (q block, kv block) pairs of two sizes, PSA's quotas per q-block row of the
+    finer kv blocks, and every block holding text full: its q-block rows at 32 tokens, its kv-block columns at 16."""
+    import dit_sparse as ds
+    from dit_sparse.integration.specs import SPECS
+    from dit_sparse.methods import AttentionCall, build_method
+    from dit_sparse.scoring import block_attention_mass
+
+    spec = next(s for s in SPECS if s.name == "cogvideox")
+    layout = ds.VideoLayout(3, 6, 8, text_len=20, text_position="prefix")  # 164 tokens, text first
+    config = ds.SparseAttentionConfig("pyramid", block_size=32, kv_block_size=16, search_steps=(0,), density=0.25)
+    method = build_method(config, spec)
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(1, 2, layout.num_tokens, 16, generator=g) for _ in range(3))
+    mask = method.plan_for(AttentionCall(0, 0, "cond", layout, q, k, v)).mask
+    assert isinstance(mask, ds.LevelMask) and mask.block_size == (32, 16) and mask.num_blocks == (6, 11)
+    levels = mask.levels[0]
+    assert (levels[:, 0] == 0).all() and (levels[:, :, :2] == 0).all()  # text: q block 0, kv blocks 0 and 1
+    expected = allocate_levels(block_attention_mass(q, k, block_size=(32, 16)), ratios_for_density(0.25))[0]
+    video_rows, video_cols = slice(1, None), slice(2, None)
+    assert torch.equal(levels[:, video_rows, video_cols], expected[:, video_rows, video_cols])
+    with pytest.raises(ValueError, match="kv_block_size must be None"):
+        ds.SparseAttentionConfig("pyramid", kv_block_size=48)
