@@ -46,7 +46,7 @@ METHOD_PARAMS: dict[str, dict[str, Any]] = {
     },
     # SparseD schedule: dense for dense_steps, then masks by block mass found once and reused.
     # row_stride > 1 (ours) measures the block mass on every row_stride-th query row only (1 = SparseD's exact mass).
-    "sparsed": {"tau": 0.9, "fraction": None, "min_blocks_per_row": 1, "row_stride": 1},
+    "sparsed": {"tau": 0.9, "fraction": None, "min_blocks_per_row": 1, "row_stride": 1, "kv_block_size": None},
     # AdaSpa (Xia et al., 2025): searches at search_steps (the paper's 10 and 30 of 50), reuse between.
     "adaspa": {"search_steps": (10, 30), "density": 0.2, "min_blocks_per_row": 1},
     # XAttention (Xu et al., 2025): antidiagonal scores with stride S, cumulative threshold tau; the reference's
@@ -539,6 +539,12 @@ def _validate_sparsed(params: dict[str, Any], block_size: int) -> None:
         _check_int("row_stride", params["row_stride"], 1)
         if block_size % params["row_stride"]:
             raise ValueError(f"row_stride must divide the block size {block_size}, got {params['row_stride']}")
+    _check_kv_block_size(params.get("kv_block_size"))
+
+
+def _check_kv_block_size(kv_block: Any) -> None:
+    if kv_block is not None and kv_block not in (16, 32, 64, 128, 256):
+        raise ValueError(f"kv_block_size must be None (block_size) or one of 16, 32, 64, 128, 256, got {kv_block!r}")
 
 
 def _validate_adaspa(params: dict[str, Any], block_size: int) -> None:
@@ -590,8 +596,7 @@ def _validate_paro(params: dict[str, Any], block_size: int) -> None:
 def _validate_pyramid(params: dict[str, Any], block_size: int) -> None:
     _validate_adaspa(params, block_size)
     kv_block = params.get("kv_block_size")
-    if kv_block is not None and kv_block not in (16, 32, 64, 128, 256):
-        raise ValueError(f"kv_block_size must be None (block_size) or one of 16, 32, 64, 128, 256, got {kv_block!r}")
+    _check_kv_block_size(kv_block)
     block_size = block_size if kv_block is None else kv_block  # levels pool inside kv blocks
     if params.get("allocation", "quota") not in ("mass", "quota"):
         raise ValueError(f"allocation must be 'mass' or 'quota', got {params['allocation']!r}")

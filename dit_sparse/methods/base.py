@@ -135,16 +135,21 @@ class Method:
         return AttentionPlan(self.mask_for(call))
 
 
-def mask_keeping_text(table: torch.Tensor, layout: VideoLayout, block_size: int, name: str) -> BlockSparseMask:
-    """Mask from a selected block table ``(B, H, nB, nB)`` with every block holding text kept in full.
+def mask_keeping_text(
+    table: torch.Tensor, layout: VideoLayout, block_size: int | tuple[int, int], name: str
+) -> BlockSparseMask:
+    """Mask from a selected block table ``(B, H, nQ, nK)`` with every block holding text kept in full.
 
     Selections by score or mass may drop text blocks; the architecture keeps text rows and columns dense.
+    ``block_size`` is one size or ``(q block, kv block)``.
     """
-    n_blocks = -(-layout.num_tokens // block_size)
-    text = torch.zeros(n_blocks, dtype=torch.bool)
-    text[torch.arange(layout.num_tokens)[layout.text_slice] // block_size] = True
-    text = text.to(table.device)
-    table[..., text, :] = True
-    table[..., :, text] = True
+    text_tokens = torch.arange(layout.num_tokens)[layout.text_slice]
+    sizes = (block_size, block_size) if isinstance(block_size, int) else block_size
+    for dim, size in zip((-2, -1), sizes, strict=True):
+        text = torch.zeros(-(-layout.num_tokens // size), dtype=torch.bool)
+        text[text_tokens // size] = True
+        index = [slice(None)] * table.dim()
+        index[dim] = text.to(table.device)
+        table[tuple(index)] = True
     n = layout.num_tokens
     return BlockSparseMask.from_dense(table, block_size, (n, n), name=name)

@@ -7,6 +7,7 @@ and batch entry measures its exact block attention mass (:func:`dit_sparse.scori
 no N x N; with ``row_stride`` s > 1, ours, the mass averaged over every s-th query row of each q block, at
 1/s of the search's cost), keeps per head the blocks that hold ``tau`` of each query block's mass (or the top
 ``fraction`` of blocks), and reuses that mask for every later step. Text rows and columns stay dense.
+``kv_block_size`` (ours; default the q block size) selects finer kv blocks than q blocks.
 """
 
 from __future__ import annotations
@@ -19,8 +20,10 @@ from ..scoring import block_attention_mass, select_blocks
 from .base import AttentionCall, Method, mask_keeping_text
 
 
-def masks_from_mass(mass: torch.Tensor, layout: VideoLayout, block_size: int, params: dict) -> BlockSparseMask:
-    """Selection by ``tau`` or ``fraction`` with text rows and columns kept; ``mass`` is (B, H, nB, nB)."""
+def masks_from_mass(
+    mass: torch.Tensor, layout: VideoLayout, block_size: int | tuple[int, int], params: dict
+) -> BlockSparseMask:
+    """Selection by ``tau`` or ``fraction`` with text rows and columns kept; ``mass`` is (B, H, nQ, nK)."""
     rule = {"fraction": params["fraction"]} if params["fraction"] is not None else {"tau": params["tau"]}
     table = select_blocks(mass, min_blocks_per_row=params["min_blocks_per_row"], **rule)
     return mask_keeping_text(table, layout, block_size, f"sparsed({rule})")
@@ -45,9 +48,10 @@ class SparseDMethod(Method):
             return mask
         params = self.config.method_params(call.layer)
         block, stride = self.config.block_size, params["row_stride"]
+        kv_block = params["kv_block_size"] or block
         # every stride-th query row: the same q blocks, each of block / stride sampled rows
-        mass = block_attention_mass(call.q[:, :, ::stride], call.k, block_size=(block // stride, block))
-        mask = masks_from_mass(mass, call.layout, self.config.block_size, params)
+        mass = block_attention_mass(call.q[:, :, ::stride], call.k, block_size=(block // stride, kv_block))
+        mask = masks_from_mass(mass, call.layout, (block, kv_block), params)
         self._masks[key] = mask
         self.searches += 1
         return mask
