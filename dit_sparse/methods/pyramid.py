@@ -36,9 +36,9 @@ Where we differ from PSA besides, and why:
   blocks. Boundaries between levels are rounded (PSA floors them), so small block counts land nearer the
   intended compute.
 - **Blocks.** q blocks of the config's ``block_size``, kv blocks of ``kv_block_size`` (default the same); PSA's
-  defaults are 128 / 64. Finer kv blocks let the quotas follow the mass more closely: on the embedded model at
-  10% compute, kv blocks of 32 instead of 256 gave 27.6 dB instead of 25.0
-  (``benchmarks/results/2026-12-02-pyramid-blocks-embedded.md``).
+  defaults are 128 / 64. Small q blocks are what lets the quotas follow the mass: on the embedded model at 10%
+  compute, blocks of 32 gave 27.6 dB where blocks of 256 gave 25.0, q blocks of 256 with kv blocks of 32 24.5 and
+  PSA's 128 / 64 25.8 (``benchmarks/results/2026-12-02-pyramid-blocks-embedded.md``).
 """
 
 from __future__ import annotations
