@@ -38,7 +38,8 @@ Where we differ from PSA besides, and why:
 - **Blocks.** q blocks of the config's ``block_size``, kv blocks of ``kv_block_size`` (default the same); PSA's
   defaults are 128 / 64. Small q blocks are what lets the quotas follow the mass: on the embedded model at 10%
   compute, blocks of 32 gave 27.6 dB where blocks of 256 gave 25.0, q blocks of 256 with kv blocks of 32 24.5 and
-  PSA's 128 / 64 25.8 (``benchmarks/results/2026-12-02-pyramid-blocks-embedded.md``).
+  PSA's 128 / 64 25.8 (``benchmarks/results/2026-12-02-pyramid-blocks-embedded.md``). The default keeps one size:
+  128 / 128 gave the same 25.8 dB there, and equal sizes are the CPU path's fast case.
 """
 
 from __future__ import annotations
