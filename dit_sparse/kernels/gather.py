@@ -92,6 +92,7 @@ class _RowGroup:
     keys: int  # keys in each row's gathered sequence: count * bk, less the last block's padding if kept
     rows: torch.Tensor  # (G,) flat q-block rows, (b * H + h) * nQ + i
     kv_rows: torch.Tensor  # (G * count,) flat kv-block rows, (b * H + h) * nK + j, row by row
+    every_row: bool = False  # the group holds every row, in order
 
 
 def _row_groups(mask: BlockSparseMask, batch: int) -> list[_RowGroup]:
@@ -133,8 +134,16 @@ def groups_of_table(
         if keys <= 0:
             continue  # rows that keep nothing stay zero (LSE -inf)
         kv_rows = (indices[rows, :count] + head_base[rows, None]).reshape(-1)  # (G * count,)
-        groups.append(_RowGroup(count, keys, rows, kv_rows))
+        every_row = len(rows) == len(counts) and bool(torch.equal(rows, torch.arange(len(counts))))
+        groups.append(_RowGroup(count, keys, rows, kv_rows, every_row))
     return groups
+
+
+def _every_row_in_one_call(groups: list[_RowGroup], rows: int, block_bytes: int) -> _RowGroup | None:
+    """The one group holding every row in order, if there is one and its K and V fit one call's chunk."""
+    if len(groups) != 1 or not groups[0].every_row or rows * groups[0].count * block_bytes > _CHUNK_BYTES:
+        return None
+    return groups[0]
 
 
 def attend_groups(
@@ -202,10 +211,23 @@ def gather_block_sparse_attention(
     groups = _row_groups(mask, B)
     q_rows = _blocked(q, n_q, bq)  # (B * H * nQ, bq * D)
     k_rows, v_rows = _blocked(k, n_k, bk), _blocked(v, n_k, bk)  # (B * H * nK, bk * D)
-    empty_rows = sum(len(g.rows) for g in groups) < q_rows.shape[0]
-    out = (torch.zeros_like if empty_rows else torch.empty_like)(q_rows)  # (B * H * nQ, bq * D)
-    lse = torch.full((q_rows.shape[0], bq), -math.inf, dtype=torch.float32) if return_lse else None
-    attend_groups(q_rows, k_rows, v_rows, groups, bq, bk, scale, out, lse)
+    R = q_rows.shape[0]
+    every_row = _every_row_in_one_call(groups, R, 2 * bk * D * q.element_size())
+    if every_row is not None:
+        # Every row keeps as many blocks (a top-fraction selection does) and they fit one call: q as it is and
+        # the kernel's own output, no gather of q rows nor copy of the output back into place.
+        kv = every_row.kv_rows
+        k_g = torch.index_select(k_rows, 0, kv, out=_buffer("k", len(kv) * bk * D, q.dtype).view(len(kv), bk * D))
+        v_g = torch.index_select(v_rows, 0, kv, out=_buffer("v", len(kv) * bk * D, q.dtype).view(len(kv), bk * D))
+        k_g = k_g.view(R, 1, every_row.count * bk, D)[:, :, : every_row.keys]
+        v_g = v_g.view(R, 1, every_row.count * bk, D)[:, :, : every_row.keys]
+        out, lse = flash_cpu_op()(q_rows.view(R, 1, bq, D), k_g, v_g, scale=scale)
+        lse = lse.view(R, bq).float() if return_lse else None
+    else:
+        empty_rows = sum(len(g.rows) for g in groups) < R
+        out = (torch.zeros_like if empty_rows else torch.empty_like)(q_rows)  # (B * H * nQ, bq * D)
+        lse = torch.full((R, bq), -math.inf, dtype=torch.float32) if return_lse else None
+        attend_groups(q_rows, k_rows, v_rows, groups, bq, bk, scale, out, lse)
     out = out.view(B, H, n_q * bq, D)
     if n_q * bq != n_q_tokens:
         out = out[:, :, :n_q_tokens].contiguous()

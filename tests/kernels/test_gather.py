@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 import dit_sparse as ds
 from dit_sparse.kernels import gather as gather_module
+from dit_sparse.scoring import select_blocks
 
 pytestmark = pytest.mark.skipif(
     ds.backend_status("cpu")["gather"] is not None, reason=f"gather unavailable: {ds.backend_status('cpu')['gather']}"
@@ -80,6 +81,34 @@ def test_per_batch_tables_and_chunks_of_rows(monkeypatch):
     # each sample used its own table: sample 0's table on sample 1 gives another result
     other = ds.BlockSparseMask.from_dense(blocks[[0, 0, 0]], 64, (200, 260))
     assert not torch.allclose(out[1], ds.block_sparse_attention(q, k, v, other, backend="gather")[1])
+
+
+@pytest.mark.parametrize(("n", "tail_column"), [(256, False), (230, True), (230, False)])
+def test_rows_keeping_equal_counts_run_in_one_call_without_moving_q_or_the_output(monkeypatch, n, tail_column):
+    """A top-fraction selection keeps as many blocks in every row: one fused call on q as it is. With a partial
+    last block that only some rows keep, the rows split into two groups and take the general path."""
+    g = torch.Generator().manual_seed(5)
+    mass = torch.rand(2, 3, 4, 4, generator=g)
+    if tail_column:
+        mass[..., -1] = 2.0  # every row keeps the partial last block: still one group
+    blocks = select_blocks(mass, fraction=0.5)
+    mask = ds.BlockSparseMask.from_dense(blocks, 64, (n, n))
+    q, k, v = _qkv(2, 3, n, n, 32, generator=g)
+    expected_fast = n == 256 or tail_column
+    calls = []
+    original = gather_module.attend_groups
+
+    def counting(*args):
+        calls.append(args)
+        return original(*args)
+
+    monkeypatch.setattr(gather_module, "attend_groups", counting)
+    with torch.no_grad():
+        out, lse = ds.block_sparse_attention(q, k, v, mask, backend="gather", return_lse=True)
+    assert (not calls) == expected_fast
+    assert_within_tolerance(out, q, k, v, mask)
+    _, ref_lse = ds.block_sparse_attention(q, k, v, mask, backend="reference", return_lse=True)
+    torch.testing.assert_close(lse, ref_lse, atol=1e-5, rtol=1e-5)
 
 
 def test_row_groups_are_cached_per_batch_size():
