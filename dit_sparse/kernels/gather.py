@@ -146,6 +146,39 @@ def _every_row_in_one_call(groups: list[_RowGroup], rows: int, block_bytes: int)
     return groups[0]
 
 
+def attend_rows(
+    q_rows: torch.Tensor,
+    k_rows: torch.Tensor,
+    v_rows: torch.Tensor,
+    groups: list[_RowGroup],
+    bq: int,
+    bk: int,
+    scale: float,
+    return_lse: bool,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Every row of ``q_rows`` ``(R, bq * D)`` against its groups' kv blocks: ``(out (R, bq * D), lse (R, bq) fp32
+    or None)``; rows in no group give zeros and LSE ``-inf``.
+
+    When every row keeps as many blocks (a top-fraction selection does) and they fit one call, the fused kernel
+    runs on q as it is and its own output is returned: no gather of q rows, no copy of the output into place.
+    """
+    R, D = q_rows.shape[0], q_rows.shape[1] // bq
+    every_row = _every_row_in_one_call(groups, R, 2 * bk * D * q_rows.element_size())
+    if every_row is not None:
+        kv, dtype = every_row.kv_rows, q_rows.dtype
+        k_g = torch.index_select(k_rows, 0, kv, out=_buffer("k", len(kv) * bk * D, dtype).view(len(kv), bk * D))
+        v_g = torch.index_select(v_rows, 0, kv, out=_buffer("v", len(kv) * bk * D, dtype).view(len(kv), bk * D))
+        k_g = k_g.view(R, 1, every_row.count * bk, D)[:, :, : every_row.keys]
+        v_g = v_g.view(R, 1, every_row.count * bk, D)[:, :, : every_row.keys]
+        out, lse = flash_cpu_op()(q_rows.view(R, 1, bq, D), k_g, v_g, scale=scale)
+        return out.view(R, bq * D), (lse.view(R, bq).float() if return_lse else None)
+    empty_rows = sum(len(g.rows) for g in groups) < R
+    out = (torch.zeros_like if empty_rows else torch.empty_like)(q_rows)  # (R, bq * D)
+    lse = torch.full((R, bq), -math.inf, dtype=torch.float32) if return_lse else None
+    attend_groups(q_rows, k_rows, v_rows, groups, bq, bk, scale, out, lse)
+    return out, lse
+
+
 def attend_groups(
     q_rows: torch.Tensor,
     k_rows: torch.Tensor,
@@ -211,23 +244,7 @@ def gather_block_sparse_attention(
     groups = _row_groups(mask, B)
     q_rows = _blocked(q, n_q, bq)  # (B * H * nQ, bq * D)
     k_rows, v_rows = _blocked(k, n_k, bk), _blocked(v, n_k, bk)  # (B * H * nK, bk * D)
-    R = q_rows.shape[0]
-    every_row = _every_row_in_one_call(groups, R, 2 * bk * D * q.element_size())
-    if every_row is not None:
-        # Every row keeps as many blocks (a top-fraction selection does) and they fit one call: q as it is and
-        # the kernel's own output, no gather of q rows nor copy of the output back into place.
-        kv = every_row.kv_rows
-        k_g = torch.index_select(k_rows, 0, kv, out=_buffer("k", len(kv) * bk * D, q.dtype).view(len(kv), bk * D))
-        v_g = torch.index_select(v_rows, 0, kv, out=_buffer("v", len(kv) * bk * D, q.dtype).view(len(kv), bk * D))
-        k_g = k_g.view(R, 1, every_row.count * bk, D)[:, :, : every_row.keys]
-        v_g = v_g.view(R, 1, every_row.count * bk, D)[:, :, : every_row.keys]
-        out, lse = flash_cpu_op()(q_rows.view(R, 1, bq, D), k_g, v_g, scale=scale)
-        lse = lse.view(R, bq).float() if return_lse else None
-    else:
-        empty_rows = sum(len(g.rows) for g in groups) < R
-        out = (torch.zeros_like if empty_rows else torch.empty_like)(q_rows)  # (B * H * nQ, bq * D)
-        lse = torch.full((R, bq), -math.inf, dtype=torch.float32) if return_lse else None
-        attend_groups(q_rows, k_rows, v_rows, groups, bq, bk, scale, out, lse)
+    out, lse = attend_rows(q_rows, k_rows, v_rows, groups, bq, bk, scale, return_lse)
     out = out.view(B, H, n_q * bq, D)
     if n_q * bq != n_q_tokens:
         out = out[:, :, :n_q_tokens].contiguous()

@@ -45,7 +45,7 @@ import torch
 
 from ..levels import DROPPED, LevelMask
 from ..mask import BlockSparseMask
-from .gather import _CHUNK_BYTES, _blocked, _buffer, attend_groups, flash_cpu_op, groups_of_table
+from .gather import _CHUNK_BYTES, _blocked, _buffer, attend_rows, flash_cpu_op, groups_of_table
 from .gpu_model import attention_configs, padded_head_dim
 from .triton_block_sparse import (
     LOG2E,
@@ -238,19 +238,29 @@ def _attend_pooled_keys(
     groups: list[tuple[torch.Tensor, torch.Tensor]],
     bq: int,
     scale: float,
-    out: torch.Tensor,
-    lse: torch.Tensor,
-) -> None:
-    """Each group's q rows against their gathered ``D + 1``-column pooled keys, into ``out`` / ``lse``
-    (``(R, bq * D)``, ``(R, bq)``); rows in no group are left as they are."""
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each group's q rows against their gathered ``D + 1``-column pooled keys: ``(out (R, bq, D), lse (R, bq)
+    fp32)``, rows in no group zeros and ``-inf``. One group holding every row in order (PSA's quotas give every
+    row as many pooled blocks) runs on ``q'`` as it is and returns a view of the kernel's own output."""
     flash = flash_cpu_op()
     k_table, v_table = tables
-    D1 = k_table.shape[1]
+    R, D1 = q_rows.shape[0], k_table.shape[1]
     dtype = q_rows.dtype
-    q_ext = torch.ones(q_rows.shape[0], bq, D1, dtype=dtype)  # q' = [q, 1]
+    q_ext = torch.ones(R, bq, D1, dtype=dtype)  # q' = [q, 1]
     q_ext[..., : D1 - 1] = q_rows.view(-1, bq, D1 - 1)
-    q_ext = q_ext.view(-1, bq * D1)
     key_bytes = 2 * D1 * q_rows.element_size()
+    if len(groups) == 1 and len(groups[0][0]) == R and R * groups[0][1].shape[1] * key_bytes <= _CHUNK_BYTES:
+        rows, keys = groups[0]
+        if bool(torch.equal(rows, torch.arange(R))):
+            count, idx = keys.shape[1], keys.reshape(-1)
+            k_g = torch.index_select(k_table, 0, idx, out=_buffer("pk", idx.numel() * D1, dtype).view(-1, D1))
+            v_g = torch.index_select(v_table, 0, idx, out=_buffer("pv", idx.numel() * D1, dtype).view(-1, D1))
+            o, lse = flash(q_ext.view(R, 1, bq, D1), k_g.view(R, 1, count, D1), v_g.view(R, 1, count, D1), scale=scale)
+            return o.view(R, bq, D1)[..., : D1 - 1], lse.view(R, bq).float()
+    written = sum(len(rows) for rows, _ in groups)
+    out = (torch.empty if written == R else torch.zeros)(R, bq, D1 - 1, dtype=dtype)
+    lse = torch.full((R, bq), -math.inf, dtype=torch.float32)
+    q_ext = q_ext.view(-1, bq * D1)
     for rows, keys in groups:
         count = keys.shape[1]
         step = max(1, _CHUNK_BYTES // (key_bytes * count))
@@ -263,8 +273,9 @@ def _attend_pooled_keys(
             v_g = torch.index_select(v_table, 0, idx, out=_buffer("pv", idx.numel() * D1, dtype).view(-1, D1))
             k_g, v_g = k_g.view(G, 1, count, D1), v_g.view(G, 1, count, D1)
             o_g, lse_g = flash(q_g.view(G, 1, bq, D1), k_g, v_g, scale=scale)
-            out.index_copy_(0, r, o_g.view(G, bq, D1)[..., : D1 - 1].reshape(G, -1))
+            out.index_copy_(0, r, o_g.view(G, bq, D1)[..., : D1 - 1])
             lse.index_copy_(0, r, lse_g.view(G, bq).float())
+    return out, lse
 
 
 def gather_pyramid_attention(
@@ -303,27 +314,24 @@ def gather_pyramid_attention(
         full_groups = mask._derived[("pyramid_full_groups", B)]
     if pooled:
         pooled_groups = _pooled_key_groups(mask, B)
-    # rows a part does not write must hold zeros (weight 0 in the merge, never uninitialized memory)
-    written = (sum(len(g.rows) for g in full_groups), sum(len(rows) for rows, _ in pooled_groups))
-    outs = [(torch.empty if rows == R else torch.zeros)(R, bq * D, dtype=q.dtype) for rows in written]
-    lses = torch.full((2, R, bq), -math.inf, dtype=torch.float32)
+    parts = []  # (out (R, bq, D), lse (R, bq)) of the full blocks, of the pooled keys
     if full is not None:
         k_rows, v_rows = _blocked(k, n_kv, bk), _blocked(v, n_kv, bk)
-        attend_groups(q_rows, k_rows, v_rows, full_groups, bq, bk, scale, outs[0], lses[0])
+        out, lse = attend_rows(q_rows, k_rows, v_rows, full_groups, bq, bk, scale, True)
+        parts.append((out.view(R, bq, D), lse))
     if pooled:
-        tables = _pooled_key_tables(k, v, mask, scale)
-        _attend_pooled_keys(q_rows, tables, pooled_groups, bq, scale, outs[1], lses[1])
-    if full is None or not pooled:
-        part = 0 if full is not None else 1
-        out, lse = outs[part], lses[part]
+        parts.append(_attend_pooled_keys(q_rows, _pooled_key_tables(k, v, mask, scale), pooled_groups, bq, scale))
+    if len(parts) == 1:
+        out, lse = parts[0]
     else:
-        lse = torch.logaddexp(lses[0], lses[1])  # (R, bq)
-        weights = torch.exp(lses - lse.masked_fill(lse == -math.inf, 0.0))[..., None]  # 0 where a part reads nothing
-        if q.dtype == torch.float32:
-            out = outs[0].view(R, bq, D).mul_(weights[0]).addcmul_(outs[1].view(R, bq, D), weights[1])
+        (out_full, lse_full), (out_pooled, lse_pooled) = parts
+        lse = torch.logaddexp(lse_full, lse_pooled)  # (R, bq)
+        safe = lse.masked_fill(lse == -math.inf, 0.0)
+        w_full, w_pooled = (torch.exp(x - safe)[..., None] for x in (lse_full, lse_pooled))  # 0 where none read
+        if q.dtype == torch.float32:  # out_full is the kernel's own (or our) fresh output: scaled in place
+            out = out_full.mul_(w_full).addcmul_(out_pooled, w_pooled)
         else:
-            out = outs[0].view(R, bq, D).float() * weights[0]
-            out = out.addcmul_(outs[1].view(R, bq, D).float(), weights[1]).to(q.dtype)
+            out = (out_full.float() * w_full).addcmul_(out_pooled.float(), w_pooled).to(q.dtype)
     out = out.reshape(B, H, n_q * bq, D)[:, :, :n_q_tokens].contiguous()
     if return_lse:
         return out, lse.reshape(B, H, n_q * bq)[..., :n_q_tokens].contiguous()

@@ -88,6 +88,25 @@ def test_cpu_parts_full_blocks_and_pooled_keys_merge_exactly(rows):
     torch.testing.assert_close(lse, ref_lse, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("n", [512, 500])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_cpu_path_with_psa_quotas_equals_the_twin(n, dtype):
+    """PSA's quotas give every row as many full and pooled blocks: each part runs as one fused call on q as it
+    is (the fast path), merged exactly as the general one."""
+    from dit_sparse.methods.pyramid import allocate_levels, ratios_for_density
+
+    g = torch.Generator().manual_seed(11)
+    levels = allocate_levels(torch.rand(1, 2, 16, 16, generator=g), ratios_for_density(0.3))
+    assert set(torch.unique(levels).tolist()) == {-1, 0, 1, 3}
+    mask = ds.LevelMask(levels, 32, (n, n), max_level=3)
+    q, k, v = (torch.randn(2, 2, n, 16, generator=g).to(dtype) for _ in range(3))
+    out, lse = ds.pyramid_attention(q, k, v, mask, backend="gather", return_lse=True)
+    ref, ref_lse = reference_pyramid_attention(q, k, v, mask, 0.25, True)
+    tol = 1e-5 if dtype == torch.float32 else 2e-2
+    torch.testing.assert_close(out.float(), ref.float(), atol=tol, rtol=tol)
+    torch.testing.assert_close(lse, ref_lse, atol=tol, rtol=tol)
+
+
 def test_binary_level_masks_are_block_sparse_attention_exactly():
     blocks = torch.rand(1, 2, 4, 4) < 0.5
     blocks[..., 0] = True
