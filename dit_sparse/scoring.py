@@ -172,6 +172,11 @@ def _block_mass_fused_cpu(q, k, lse, bq, bk, scale) -> tuple[torch.Tensor, torch
     return _mean_per_q_block(mass_rows, bq), lse
 
 
+# On a CPU the fused mass (a block-indicator V of nK columns) is the faster up to nK of about 2-3 D, the streaming
+# PyTorch one beyond: benchmarks/results/2026-12-02-mass-backends-cpu.json.
+_FUSED_MAX_BLOCKS_PER_DIM = 2.5
+
+
 def block_attention_mass(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -193,8 +198,9 @@ def block_attention_mass(
         scale (`float`, optional): softmax scale, default ``1 / sqrt(D)``.
         backend (`str`, defaults to ``"auto"``): ``"torch"`` (streaming PyTorch), ``"fused"`` (torch's fused
             CPU attention kernel on a block-indicator V: one pass gives the masses and the LSE, about 2x
-            faster than ``"torch"`` on two cores), ``"triton"``, or ``"auto"`` (Triton on a CUDA GPU, fused on
-            a CPU where torch has that kernel, else PyTorch).
+            faster than ``"torch"`` on two cores while the kv blocks are few; its cost grows with their number),
+            ``"triton"``, or ``"auto"`` (Triton on a CUDA GPU; on a CPU fused while ``nK <= 2.5 * D``, the
+            crossover ``benchmarks/mass_backends.py`` measured between 2 and 3, else PyTorch).
         return_lse (`bool`, defaults to False): also return the LSE the masses are normalized by (``lse``
             when given), ``(B, H, Nq)`` fp32.
     """
@@ -207,8 +213,14 @@ def block_attention_mass(
     if backend == "auto":
         if q.is_cuda and triton_unavailable_reason(q.device) is None:
             backend = "triton"
+        elif (
+            q.device.type == "cpu"
+            and flash_cpu_op() is not None
+            and -(-k.shape[2] // bk) <= _FUSED_MAX_BLOCKS_PER_DIM * q.shape[-1]
+        ):
+            backend = "fused"
         else:
-            backend = "fused" if q.device.type == "cpu" and flash_cpu_op() is not None else "torch"
+            backend = "torch"
     if backend == "fused":
         if q.device.type != "cpu" or flash_cpu_op() is None:
             raise ValueError(f"the fused block mass runs on a CPU with torch's fused attention kernel, got {q.device}")

@@ -122,3 +122,13 @@ def test_antidiagonal_scores_match_the_definition(n_q, n_k, block, stride, backe
     torch.testing.assert_close(scores.sum(-1), torch.ones(scores.shape[:-1]), atol=1e-5, rtol=1e-5)
     with pytest.raises(ValueError, match="must be a multiple of stride"):
         antidiagonal_block_scores(q, k, block_size=block, stride=3)
+
+
+def test_auto_mass_on_a_cpu_takes_fused_for_few_blocks_and_streaming_for_many():
+    """The fused mass costs ~ nK; past nK = 2.5 D the streaming one is faster (benchmarks/mass_backends.py)."""
+    g = torch.Generator().manual_seed(0)
+    q, k = (torch.randn(1, 2, 512, 8, generator=g) for _ in range(2))
+    few = block_attention_mass(q, k, block_size=32, backend="auto")  # 16 blocks <= 20
+    assert torch.equal(few, block_attention_mass(q, k, block_size=32, backend="fused"))
+    many = block_attention_mass(q, k, block_size=16, backend="auto")  # 32 blocks > 20
+    assert torch.equal(many, block_attention_mass(q, k, block_size=16, backend="torch"))
