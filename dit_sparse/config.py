@@ -60,7 +60,8 @@ METHOD_PARAMS: dict[str, dict[str, Any]] = {
     # exact block mass under a compute budget (density; PSA's default quotas cost 0.15): allocation "quota" (PSA's
     # ranked quotas, ratios: full, pooled by 2, 4, 8) or "mass" (ours: pooling factor ~ 1 / mass); searched at
     # search_steps and reused between, as adaspa; kv_block_size (None: block_size) sets kv blocks apart from q
-    # blocks (PSA's defaults are 128 / 64). See methods/pyramid.py.
+    # blocks (PSA's defaults are 128 / 64); row_stride s measures the mass on every s-th query row (as sparsed).
+    # See methods/pyramid.py.
     "pyramid": {
         "search_steps": (10, 30),
         "density": 0.15,
@@ -69,6 +70,7 @@ METHOD_PARAMS: dict[str, dict[str, Any]] = {
         "max_level": None,
         "min_blocks_per_row": 1,
         "kv_block_size": None,
+        "row_stride": 1,
     },
 }
 
@@ -597,6 +599,10 @@ def _validate_pyramid(params: dict[str, Any], block_size: int) -> None:
     _validate_adaspa(params, block_size)
     kv_block = params.get("kv_block_size")
     _check_kv_block_size(kv_block)
+    if "row_stride" in params:
+        _check_int("row_stride", params["row_stride"], 1)
+        if block_size % params["row_stride"]:
+            raise ValueError(f"row_stride must divide the block size {block_size}, got {params['row_stride']}")
     block_size = block_size if kv_block is None else kv_block  # levels pool inside kv blocks
     if params.get("allocation", "quota") not in ("mass", "quota"):
         raise ValueError(f"allocation must be 'mass' or 'quota', got {params['allocation']!r}")

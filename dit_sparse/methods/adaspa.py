@@ -75,8 +75,12 @@ class MassSearchMethod(Method):
         key = (call.layer, call.context, call.layout, tuple(call.q.shape), call.q.device)
         if call.step in params["search_steps"] and self._searched_at.get(key) != call.step:
             first = key not in self._lse
+            # with row_stride s (pyramid's, ours), the mass over every s-th query row of each q block
+            stride = params.get("row_stride", 1)
+            blocks = self.mass_block_size(params)
+            bq, bk = (blocks, blocks) if isinstance(blocks, int) else blocks
             mass, lse = block_attention_mass(
-                call.q, call.k, block_size=self.mass_block_size(params), lse=self._lse.get(key), return_lse=True
+                call.q[:, :, ::stride], call.k, block_size=(bq // stride, bk), lse=self._lse.get(key), return_lse=True
             )
             self._masks[key] = mask = self.mask_from_mass(mass, call, params)
             self._searched_at[key] = call.step

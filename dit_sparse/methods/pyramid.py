@@ -29,6 +29,8 @@ Where we differ from PSA besides, and why:
 - **Importance.** PSA estimates block importance from a quarter of each block's tokens, sampled. We use the
   exact block attention mass (every row's softmax summed per kv block, through the row log-sum-exp, without
   an N x N map; :func:`dit_sparse.scoring.block_attention_mass`), the score adaspa already computes.
+- **Rows.** ``row_stride`` s (ours, default 1) measures the mass on every s-th query row of each q block, at
+  1/s of the search's cost, as sparsed's.
 - **When.** PSA recomputes its estimate at every step. We search at ``search_steps`` and reuse the levels in
   between, as adaspa does (AdaSpa's 10 and 30 of 50 by default; dense before the first search).
 - **Budget.** ``density`` (optional) scales PSA's quota shape so that the compute (full blocks count 1,

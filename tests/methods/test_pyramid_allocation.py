@@ -64,3 +64,26 @@ def test_kv_blocks_apart_from_q_blocks_keep_text_full_at_both_sizes():
     assert torch.equal(levels[:, video_rows, video_cols], expected[:, video_rows, video_cols])
     with pytest.raises(ValueError, match="kv_block_size must be None"):
         ds.SparseAttentionConfig("pyramid", kv_block_size=48)
+
+
+def test_row_stride_measures_the_mass_on_every_sth_query_row():
+    import dit_sparse as ds
+    from dit_sparse.integration.specs import SPECS
+    from dit_sparse.methods import AttentionCall, build_method
+    from dit_sparse.scoring import block_attention_mass
+
+    spec = next(s for s in SPECS if s.name == "wan")
+    layout = ds.VideoLayout(4, 8, 8)  # 256 tokens, no text
+    config = ds.SparseAttentionConfig("pyramid", block_size=32, row_stride=4, search_steps=(0, 1), density=0.3)
+    method = build_method(config, spec)
+    g = torch.Generator().manual_seed(2)
+    q, k, v = (torch.randn(1, 2, layout.num_tokens, 16, generator=g) for _ in range(3))
+    first = method.plan_for(AttentionCall(0, 0, "cond", layout, q, k, v))
+    mass, lse = block_attention_mass(q[:, :, ::4], k, block_size=(8, 32), return_lse=True)
+    assert first.dense and torch.equal(first.mask.levels, allocate_levels(mass, ratios_for_density(0.3)))
+    q2 = torch.randn(1, 2, layout.num_tokens, 16, generator=g)  # a later step: normalized by the cached LSE
+    second = method.plan_for(AttentionCall(0, 1, "cond", layout, q2, k, v))
+    later = block_attention_mass(q2[:, :, ::4], k, block_size=(8, 32), lse=lse)
+    assert not second.dense and torch.equal(second.mask.levels, allocate_levels(later, ratios_for_density(0.3)))
+    with pytest.raises(ValueError, match="row_stride must divide the block size"):
+        ds.SparseAttentionConfig("pyramid", block_size=32, row_stride=3)
