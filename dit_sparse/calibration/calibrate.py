@@ -149,7 +149,7 @@ def calibrate(
             tokens, or dropped, by PSA's quotas at compute 5-40%; see
             :func:`~dit_sparse.calibration.search.default_candidates`). Their price is their compute (a block
             pooled by ``2^j`` costs ``1/2^j``), their quality measured through the pooled keys; the plan stores
-            the chosen tables and runs them with :func:`dit_sparse.pyramid_attention`.
+            the chosen tables and runs them with :func:`dit_sparse.pyramid_attention`. Needs ``max_rel_l2``.
         **pipeline_kwargs: passed to every pipeline call (``height``, ``width``, ``num_frames``,
             ``guidance_scale``, ...).
 
@@ -166,6 +166,11 @@ def calibrate(
     from ..integration.specs import spec_for
 
     paro = _check_method(method, target_recall, max_rel_l2, candidates, density, quant_weight, quant)
+    if levels and target_recall is not None:
+        raise ValueError(
+            "levels=True needs max_rel_l2: level tables are scored by their output error (a pooled block's attention "
+            "mass is only approximated, so target_recall would count it as kept)"
+        )
     if levels and (paro or candidates is not None):
         raise ValueError(
             "levels=True adds level tables to the default candidates of method 'sparse_vdit'; with your own "

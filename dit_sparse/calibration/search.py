@@ -178,6 +178,12 @@ class HeadStatistics:
         bad = [c for c in candidates if not isinstance(c, HeadPattern)]
         if bad or not candidates:
             raise ValueError(f"candidates must be a non-empty list of HeadPattern, got {candidates!r}")
+        levels = [c.label for c in candidates if "pyramid" in c.params or c.is_level_table]
+        if levels and metric == "recall":
+            raise ValueError(
+                f"level-table candidates {levels[:3]} are scored by their output error (max_rel_l2): the attention "
+                "mass of a pooled block is only approximated, so recall would count it as kept"
+            )
         self.layout, self.num_heads, self.metric = layout, num_heads, metric
         self.block_size, self.scale, self.backend = block_size, scale, backend
         self.n_blocks = -(-layout.num_tokens // block_size)

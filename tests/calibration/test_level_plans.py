@@ -141,3 +141,19 @@ def test_levels_option_of_calibrate_needs_the_default_search(pipe):
         ds.calibrate(pipe, ["x"], max_rel_l2=0.1, levels=True, candidates=[HeadPattern("skip")], progress=False)
     with pytest.raises(ValueError, match="levels=True adds level tables"):
         ds.calibrate(pipe, ["x"], method="paro", levels=True, progress=False)
+    with pytest.raises(ValueError, match="levels=True needs max_rel_l2"):
+        ds.calibrate(pipe, ["x"], target_recall=0.9, levels=True, progress=False)
+    with pytest.raises(ValueError, match=r"scored by their output error \(max_rel_l2\)"):
+        HeadStatistics(LAYOUT, 2, [HeadPattern("mask", {"pyramid": 0.2})], metric="recall", block_size=BLOCK)
+
+
+def test_levels_true_offers_level_tables_beside_the_default_candidates(pipe):
+    plan = ds.calibrate(
+        pipe, ["a red circle"], max_rel_l2=0.3, levels=True, num_inference_steps=2, block_size=16, progress=False,
+        **CALL,
+    )  # fmt: skip
+    offered = [c.label for c in plan.provenance.search.candidates]
+    assert "mask(pyramid=0.1)" in offered and "radial(decay_factor=1,dense_distance=1,sink_frames=1)" in offered
+    heads = [h for bucket in plan.buckets for layer in bucket.layers for h in layer]
+    assert all(h.rel_l2 is None or h.rel_l2 <= 0.3 for h in heads)
+    assert any(h.is_level_table for h in heads)  # on this tiny model some heads are cheapest as level tables
