@@ -107,12 +107,12 @@ def run(args: argparse.Namespace) -> int:
     if args.method == "paro":
         if args.levels:
             raise ValueError("--levels adds level tables to the sparse_vdit search; --method paro has none")
-    if args.levels and args.target_recall is not None:
-        raise ValueError("--levels needs --max-rel-l2: level tables are scored by their output error")
         if args.target_recall is not None or args.max_rel_l2 is not None:
             raise ValueError("--method paro keeps --density of the blocks; --target-recall/--max-rel-l2 do not apply")
     else:
         check_target(args.target_recall, args.max_rel_l2)
+        if args.levels and args.target_recall is not None:
+            raise ValueError("--levels needs --max-rel-l2: level tables are scored by their output error")
     buckets = _step_buckets(args.step_buckets)
     fill_embedded_defaults(args)
     device = default_device(args.device)

@@ -83,6 +83,12 @@ def test_empty_prompts_file_and_missing_target(tmp_path, capsys):
     assert main(["calibrate", "--prompts", str(prompts), "--method", "paro", "--target-recall", "0.9",
                  "--out", str(tmp_path / "p.json")]) == 2  # fmt: skip
     assert "--target-recall/--max-rel-l2 do not apply" in capsys.readouterr().err
+    assert main(["calibrate", "--prompts", str(prompts), "--levels", "--target-recall", "0.9",
+                 "--out", str(tmp_path / "p.json")]) == 2  # fmt: skip
+    assert "--levels needs --max-rel-l2" in capsys.readouterr().err
+    assert main(["calibrate", "--prompts", str(prompts), "--method", "paro", "--levels",
+                 "--out", str(tmp_path / "p.json")]) == 2  # fmt: skip
+    assert "--method paro has none" in capsys.readouterr().err
 
 
 def test_calibrate_paro_then_generate_the_plan_with_int8(wan_folder, prompts, tmp_path, capsys):
