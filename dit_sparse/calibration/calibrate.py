@@ -225,10 +225,12 @@ def calibrate(
         seen.setdefault("device", q.device)
         seen.setdefault("dtype", q.dtype)
         key = (bucket_of[state.step], layer)
+        padding = state.padding(q.shape[0], k.shape[2])  # padded text (HunyuanVideo): left out, as the model does
+        key_lengths, query_lengths = (None, None) if padding is None else padding
         if paro:
             if key not in stats:
                 stats[key] = OrderStatistics(layout, block_size, quant_bits=4 if quant == "int4" else 8)
-            stats[key].update(q, k)
+            stats[key].update(q, k, key_lengths=key_lengths, query_lengths=query_lengths)
             return
         if key not in stats:
             stats[key] = HeadStatistics(
@@ -240,8 +242,6 @@ def calibrate(
                 backend=backend,
                 sink_frames=spec.sink_frames,
             )
-        padding = state.padding(q.shape[0], k.shape[2])  # padded text (HunyuanVideo): left out, as the model does
-        key_lengths, query_lengths = (None, None) if padding is None else padding
         stats[key].add(q, k, v, key_lengths=key_lengths, query_lengths=query_lengths)
 
     previous = sparse_state(transformer)

@@ -29,6 +29,7 @@ selection per layer and context and of masks fitted to one step instead of poole
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -63,25 +64,49 @@ class OrderStatistics:
     count: int = 0
     calls: int = 0
 
-    def update(self, q: torch.Tensor, k: torch.Tensor, orders: tuple[str, ...] = ORDERS) -> None:
-        """Add one call's statistics; ``q``, ``k`` are ``(B, H, N, D)`` in the model's native token order."""
+    def update(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        orders: tuple[str, ...] = ORDERS,
+        *,
+        key_lengths: Sequence[int] | None = None,
+        query_lengths: Sequence[int] | None = None,
+    ) -> None:
+        """Add one call's statistics; ``q``, ``k`` are ``(B, H, N, D)`` in the model's native token order.
+
+        ``key_lengths`` (per sample, the keys a padding mask keeps, which come first) leaves the padded keys out of
+        every softmax, the key smoothing and the quantization error, as the model's attention leaves them out;
+        ``query_lengths`` leaves padded queries out too (HunyuanVideo 1.5 masks them). Padded tokens are text at
+        the end, which every order keeps in place.
+        """
         if q.shape[-2] != self.layout.num_tokens or k.shape[-2] != self.layout.num_tokens:
             raise ValueError(
                 f"q and k must have {self.layout.num_tokens} tokens for {self.layout}, got {q.shape[-2]} and "
                 f"{k.shape[-2]}"
             )
-        k_smooth = smooth_keys(k)[0]
+        B, H, n = q.shape[0], q.shape[1], q.shape[2]
+        lengths = list(zip(key_lengths or [n] * B, query_lengths or [n] * B, strict=True))
+        if any(not 0 < length <= n for pair in lengths for length in pair):
+            raise ValueError(f"padding lengths must be in [1, {n}], got {lengths}")
+        n_blocks = -(-n // self.block_size)
         for order in orders:
             perm = self.layout.permutation(order, device=q.device)
-            qp, kp = q[:, :, perm], k[:, :, perm]
-            mass = block_attention_mass(qp, kp, block_size=self.block_size).sum(0).cpu()  # (H, nQ, nK)
-            error = (
-                0.5
-                * (
-                    _relative_quant_error(qp, self.block_size, self.quant_bits)
-                    + _relative_quant_error(k_smooth[:, :, perm], self.block_size, self.quant_bits)
-                ).cpu()
-            )
+            mass = torch.zeros(H, n_blocks, n_blocks, dtype=torch.float32)
+            error = torch.zeros(H, dtype=torch.float32)
+            for n_keys, n_queries in sorted(set(lengths)):
+                rows = [i for i, pair in enumerate(lengths) if pair == (n_keys, n_queries)]
+                tail = min(n_keys, n_queries)
+                if tail < n and not torch.equal(perm[tail:].cpu(), torch.arange(tail, n)):
+                    raise ValueError(f"padded tokens must keep their place under order {order} (text stays in place)")
+                qp = q[rows][:, :, perm[:n_queries]]
+                kp = k[rows][:, :, perm[:n_keys]]
+                part = block_attention_mass(qp, kp, block_size=self.block_size).sum(0).cpu()  # (H, nQ', nK')
+                mass[:, : part.shape[1], : part.shape[2]] += part
+                quant = _relative_quant_error(qp, self.block_size, self.quant_bits) + _relative_quant_error(
+                    smooth_keys(kp)[0], self.block_size, self.quant_bits
+                )
+                error += 0.5 * quant.cpu() * len(rows) / B  # a call's error: its samples' weighted mean
             self.mass[order] = self.mass[order] + mass if order in self.mass else mass
             self.quant_error[order] = self.quant_error[order] + error if order in self.quant_error else error
         self.count += q.shape[0]

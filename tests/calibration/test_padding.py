@@ -61,3 +61,29 @@ def test_full_lengths_are_the_unpadded_statistics_and_bad_lengths_are_refused():
     assert _scores(declared) == pytest.approx(_scores(plain))
     with pytest.raises(ValueError, match="padding lengths"):
         declared.add(q, k, v, key_lengths=[N, 0])
+
+
+@pytest.mark.parametrize("joint", [False, True])
+def test_paro_order_statistics_leave_padding_out(joint):
+    """PAROAttention's per-order masses and quantization errors: padded tokens change nothing once the lengths are
+    given (they do without them), and full lengths are the unpadded statistics."""
+    from dit_sparse.methods.paro import OrderStatistics
+
+    q, k, _ = _qkv()
+    lengths = {"key_lengths": [N, N - 4]} | ({"query_lengths": [N, N - 4]} if joint else {})
+
+    def statistics(q, k, **given):
+        stats = OrderStatistics(LAYOUT, 16)
+        stats.update(q, k, **given)
+        return torch.cat([torch.cat([stats.mass[o].flatten(), stats.quant_error[o]]) for o in sorted(stats.mass)])
+
+    runs = []
+    for seed in (1, 2):
+        q2 = _with_new_padding(q, N - 4, seed) if joint else q
+        k2 = _with_new_padding(k, N - 4, seed)
+        runs.append((statistics(q2, k2, **lengths), statistics(q2, k2)))
+    torch.testing.assert_close(runs[0][0], runs[1][0], rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(runs[0][1], runs[1][1], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(statistics(q, k, key_lengths=[N, N], query_lengths=[N, N]), statistics(q, k))
+    with pytest.raises(ValueError, match="padding lengths"):
+        statistics(q, k, key_lengths=[N, 0])
