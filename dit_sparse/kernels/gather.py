@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..mask import BlockSparseMask, compress_blocks
+from ..mask import BlockSparseMask
 
 # Bytes of gathered K plus V per fused-kernel call (at least one row per call, whatever its size).
 _CHUNK_BYTES = 64 * 2**20
@@ -98,44 +98,29 @@ class _RowGroup:
 def _row_groups(mask: BlockSparseMask, batch: int) -> list[_RowGroup]:
     """The rows of ``mask`` broadcast to ``batch`` samples, grouped by kept-block count; cached on the mask."""
     key = ("gather_groups", batch)
-    if key not in mask._derived:
-        bk = mask.block_size[1]
-        tail_pad = mask.num_blocks[1] * bk - mask.seq_len[1]  # padding keys of the last kv block
-        mask._derived[key] = groups_of_table(mask.blocks, batch, bk, tail_pad, mask._compress())
-    return mask._derived[key]
-
-
-def groups_of_table(
-    kept: torch.Tensor,
-    batch: int,
-    bk: int,
-    tail_pad: int,
-    compressed: tuple[torch.Tensor, torch.Tensor] | None = None,
-) -> list[_RowGroup]:
-    """Rows of a boolean ``(Bm, H, nQ, nK)`` block table broadcast to ``batch`` samples, grouped by key count.
-
-    ``tail_pad`` keys at the end of the last kv block are not keys (a partial last block); a row keeping it
-    gathers that block last and cuts them off. Rows keeping nothing, or nothing but padding, are in no group.
-    """
-    counts, indices = compressed if compressed is not None else compress_blocks(kept)  # (Bm, H, nQ), (.., nK)
+    if key in mask._derived:
+        return mask._derived[key]
+    counts, indices = mask._compress()  # (Bm, H, nQ), (Bm, H, nQ, nK)
     _, H, n_q = counts.shape
     n_k = indices.shape[-1]
+    bk = mask.block_size[1]
+    tail_pad = n_k * bk - mask.seq_len[1]  # padding keys of the last kv block
     counts = counts.expand(batch, H, n_q).reshape(-1).long()  # (R,)
     indices = indices.expand(batch, H, n_q, n_k).reshape(-1, n_k).long()  # (R, nK)
     head_base = torch.arange(batch * H, device=counts.device).repeat_interleave(n_q) * n_k  # (R,)
-    keeps_tail = kept[..., -1].expand(batch, H, n_q).reshape(-1) if tail_pad else torch.zeros_like(counts)
+    keeps_tail = mask.blocks[..., -1].expand(batch, H, n_q).reshape(-1) if tail_pad else torch.zeros_like(counts)
     group_key = counts * 2 + keeps_tail.long()  # rows with equal keys share a key length
     order = torch.argsort(group_key, stable=True)
     values, sizes = torch.unique_consecutive(group_key[order], return_counts=True)
     groups = []
     for key_value, rows in zip(values.tolist(), torch.split(order, sizes.tolist()), strict=True):
         count, tail = divmod(key_value, 2)
-        keys = count * bk - tail * tail_pad
-        if keys <= 0:
+        if count == 0:
             continue  # rows that keep nothing stay zero (LSE -inf)
         kv_rows = (indices[rows, :count] + head_base[rows, None]).reshape(-1)  # (G * count,)
         every_row = len(rows) == len(counts) and bool(torch.equal(rows, torch.arange(len(counts))))
-        groups.append(_RowGroup(count, keys, rows, kv_rows, every_row))
+        groups.append(_RowGroup(count, count * bk - tail * tail_pad, rows, kv_rows, every_row))
+    mask._derived[key] = groups
     return groups
 
 
@@ -165,11 +150,7 @@ def attend_rows(
     R, D = q_rows.shape[0], q_rows.shape[1] // bq
     every_row = _every_row_in_one_call(groups, R, 2 * bk * D * q_rows.element_size())
     if every_row is not None:
-        kv, dtype = every_row.kv_rows, q_rows.dtype
-        k_g = torch.index_select(k_rows, 0, kv, out=_buffer("k", len(kv) * bk * D, dtype).view(len(kv), bk * D))
-        v_g = torch.index_select(v_rows, 0, kv, out=_buffer("v", len(kv) * bk * D, dtype).view(len(kv), bk * D))
-        k_g = k_g.view(R, 1, every_row.count * bk, D)[:, :, : every_row.keys]
-        v_g = v_g.view(R, 1, every_row.count * bk, D)[:, :, : every_row.keys]
+        k_g, v_g = _gathered_kv(k_rows, v_rows, every_row, every_row.kv_rows, bk, D)
         out, lse = flash_cpu_op()(q_rows.view(R, 1, bq, D), k_g, v_g, scale=scale)
         return out.view(R, bq * D), (lse.view(R, bq).float() if return_lse else None)
     empty_rows = sum(len(g.rows) for g in groups) < R
@@ -204,18 +185,24 @@ def attend_groups(
             rows = group.rows[start : start + step]
             kv_rows = group.kv_rows[start * group.count : (start + len(rows)) * group.count]
             G = len(rows)
-            n_kv = len(kv_rows)
-            dtype = q_rows.dtype
-            q_g = torch.index_select(q_rows, 0, rows, out=_buffer("q", G * bq * D, dtype).view(G, bq * D))
-            k_g = torch.index_select(k_rows, 0, kv_rows, out=_buffer("k", n_kv * bk * D, dtype).view(n_kv, bk * D))
-            v_g = torch.index_select(v_rows, 0, kv_rows, out=_buffer("v", n_kv * bk * D, dtype).view(n_kv, bk * D))
-            q_g = q_g.view(G, 1, bq, D)
-            k_g = k_g.view(G, 1, group.count * bk, D)[:, :, : group.keys]
-            v_g = v_g.view(G, 1, group.count * bk, D)[:, :, : group.keys]
-            o_g, lse_g = flash(q_g, k_g, v_g, scale=scale)  # (G, 1, bq, D), (G, 1, bq)
+            q_g = torch.index_select(q_rows, 0, rows, out=_buffer("q", G * bq * D, q_rows.dtype).view(G, bq * D))
+            k_g, v_g = _gathered_kv(k_rows, v_rows, group, kv_rows, bk, D)
+            o_g, lse_g = flash(q_g.view(G, 1, bq, D), k_g, v_g, scale=scale)  # (G, 1, bq, D), (G, 1, bq)
             out.index_copy_(0, rows, o_g.reshape(G, bq * D))
             if lse is not None:
                 lse.index_copy_(0, rows, lse_g.reshape(G, bq).float())
+
+
+def _gathered_kv(
+    k_rows: torch.Tensor, v_rows: torch.Tensor, group: _RowGroup, kv_rows: torch.Tensor, bk: int, D: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """K and V of ``kv_rows`` (some of ``group``'s rows, ``count`` blocks each) gathered into this thread's
+    buffers, as ``(rows, 1, keys, D)`` key sequences (the last block's padding cut off)."""
+    n_kv, dtype = len(kv_rows), k_rows.dtype
+    k_g = torch.index_select(k_rows, 0, kv_rows, out=_buffer("k", n_kv * bk * D, dtype).view(n_kv, bk * D))
+    v_g = torch.index_select(v_rows, 0, kv_rows, out=_buffer("v", n_kv * bk * D, dtype).view(n_kv, bk * D))
+    shape = (n_kv // group.count, 1, group.count * bk, D)
+    return k_g.view(shape)[:, :, : group.keys], v_g.view(shape)[:, :, : group.keys]
 
 
 def _blocked(x: torch.Tensor, blocks: int, block: int) -> torch.Tensor:

@@ -45,7 +45,7 @@ import torch
 
 from ..levels import DROPPED, LevelMask
 from ..mask import BlockSparseMask
-from .gather import _CHUNK_BYTES, _blocked, _buffer, attend_rows, flash_cpu_op, groups_of_table
+from .gather import _blocked, _row_groups, _RowGroup, attend_rows
 from .gpu_model import attention_configs, padded_head_dim
 from .triton_block_sparse import (
     LOG2E,
@@ -195,10 +195,10 @@ def _pooled_key_tables(
     return torch.cat([*key_k, padding_k]), torch.cat([*key_v, torch.zeros(1, D + 1, dtype=v.dtype)])
 
 
-def _pooled_key_groups(mask: LevelMask, batch: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Per group of rows with equal pooled key counts (rounded up to ``_KEY_COUNT_STEP`` with the padding key):
-    (row ids ``(b * H + h) * nQ + i``, key ids ``(rows, count)`` into :func:`_pooled_key_tables`); cached on the
-    mask per batch size."""
+def _pooled_key_groups(mask: LevelMask, batch: int) -> list[_RowGroup]:
+    """Rows grouped by pooled key count (rounded up to ``_KEY_COUNT_STEP`` with the padding key), as the gather
+    path's row groups with one-key "blocks": ``kv_rows`` index :func:`_pooled_key_tables`; cached on the mask per
+    batch size."""
     cache_key = ("pyramid_key_groups", batch)
     if cache_key in mask._derived:
         return mask._derived[cache_key]
@@ -227,55 +227,23 @@ def _pooled_key_groups(mask: LevelMask, batch: int) -> list[tuple[torch.Tensor, 
             group_rows = (padded == count).nonzero(as_tuple=True)[0]
             slot = torch.arange(count)
             index = torch.where(slot < counts[group_rows, None], starts[group_rows, None] + slot, len(keys) - 1)
-            result.append((group_rows, keys[index]))
+            every_row = len(group_rows) == len(counts) and bool(torch.equal(group_rows, torch.arange(len(counts))))
+            result.append(_RowGroup(count, count, group_rows, keys[index].reshape(-1), every_row))
     mask._derived[cache_key] = result
     return result
 
 
 def _attend_pooled_keys(
-    q_rows: torch.Tensor,
-    tables: tuple[torch.Tensor, torch.Tensor],
-    groups: list[tuple[torch.Tensor, torch.Tensor]],
-    bq: int,
-    scale: float,
+    q_rows: torch.Tensor, tables: tuple[torch.Tensor, torch.Tensor], groups: list[_RowGroup], bq: int, scale: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Each group's q rows against their gathered ``D + 1``-column pooled keys: ``(out (R, bq, D), lse (R, bq)
-    fp32)``, rows in no group zeros and ``-inf``. One group holding every row in order (PSA's quotas give every
-    row as many pooled blocks) runs on ``q'`` as it is and returns a view of the kernel's own output."""
-    flash = flash_cpu_op()
+    """Each row's q against its gathered ``D + 1``-column pooled keys (the gather path, one key a "block"), with
+    ``q' = [q, 1]``: ``(out (R, bq, D), lse (R, bq) fp32)``, rows in no group zeros and ``-inf``."""
     k_table, v_table = tables
     R, D1 = q_rows.shape[0], k_table.shape[1]
-    dtype = q_rows.dtype
-    q_ext = torch.ones(R, bq, D1, dtype=dtype)  # q' = [q, 1]
-    q_ext[..., : D1 - 1] = q_rows.view(-1, bq, D1 - 1)
-    key_bytes = 2 * D1 * q_rows.element_size()
-    if len(groups) == 1 and len(groups[0][0]) == R and R * groups[0][1].shape[1] * key_bytes <= _CHUNK_BYTES:
-        rows, keys = groups[0]
-        if bool(torch.equal(rows, torch.arange(R))):
-            count, idx = keys.shape[1], keys.reshape(-1)
-            k_g = torch.index_select(k_table, 0, idx, out=_buffer("pk", idx.numel() * D1, dtype).view(-1, D1))
-            v_g = torch.index_select(v_table, 0, idx, out=_buffer("pv", idx.numel() * D1, dtype).view(-1, D1))
-            o, lse = flash(q_ext.view(R, 1, bq, D1), k_g.view(R, 1, count, D1), v_g.view(R, 1, count, D1), scale=scale)
-            return o.view(R, bq, D1)[..., : D1 - 1], lse.view(R, bq).float()
-    written = sum(len(rows) for rows, _ in groups)
-    out = (torch.empty if written == R else torch.zeros)(R, bq, D1 - 1, dtype=dtype)
-    lse = torch.full((R, bq), -math.inf, dtype=torch.float32)
-    q_ext = q_ext.view(-1, bq * D1)
-    for rows, keys in groups:
-        count = keys.shape[1]
-        step = max(1, _CHUNK_BYTES // (key_bytes * count))
-        for start in range(0, len(rows), step):
-            r = rows[start : start + step]
-            idx = keys[start : start + step].reshape(-1)
-            G = len(r)
-            q_g = torch.index_select(q_ext, 0, r, out=_buffer("pq", G * bq * D1, dtype).view(G, bq * D1))
-            k_g = torch.index_select(k_table, 0, idx, out=_buffer("pk", idx.numel() * D1, dtype).view(-1, D1))
-            v_g = torch.index_select(v_table, 0, idx, out=_buffer("pv", idx.numel() * D1, dtype).view(-1, D1))
-            k_g, v_g = k_g.view(G, 1, count, D1), v_g.view(G, 1, count, D1)
-            o_g, lse_g = flash(q_g.view(G, 1, bq, D1), k_g, v_g, scale=scale)
-            out.index_copy_(0, r, o_g.view(G, bq, D1)[..., : D1 - 1])
-            lse.index_copy_(0, r, lse_g.view(G, bq).float())
-    return out, lse
+    q_ext = torch.ones(R, bq, D1, dtype=q_rows.dtype)
+    q_ext[..., : D1 - 1] = q_rows.view(R, bq, D1 - 1)
+    out, lse = attend_rows(q_ext.view(R, bq * D1), k_table, v_table, groups, bq, 1, scale, True)
+    return out.view(R, bq, D1)[..., : D1 - 1], lse
 
 
 def gather_pyramid_attention(
@@ -305,22 +273,14 @@ def gather_pyramid_attention(
     R = B * H * n_q
     q_rows = _blocked(q, n_q, bq)  # (R, bq * D)
     full = cached_full_blocks(mask)
-    pooled = bool(_pooled_levels(mask))
-    full_groups = pooled_groups = []
-    if full is not None:
-        if ("pyramid_full_groups", B) not in mask._derived:
-            tail_pad = n_kv * bk - mask.seq_len[1]  # padding keys of a partial last block
-            mask._derived[("pyramid_full_groups", B)] = groups_of_table(full, B, bk, tail_pad)
-        full_groups = mask._derived[("pyramid_full_groups", B)]
-    if pooled:
-        pooled_groups = _pooled_key_groups(mask, B)
     parts = []  # (out (R, bq, D), lse (R, bq)) of the full blocks, of the pooled keys
     if full is not None:
         k_rows, v_rows = _blocked(k, n_kv, bk), _blocked(v, n_kv, bk)
-        out, lse = attend_rows(q_rows, k_rows, v_rows, full_groups, bq, bk, scale, True)
+        out, lse = attend_rows(q_rows, k_rows, v_rows, _row_groups(full, B), bq, bk, scale, True)
         parts.append((out.view(R, bq, D), lse))
-    if pooled:
-        parts.append(_attend_pooled_keys(q_rows, _pooled_key_tables(k, v, mask, scale), pooled_groups, bq, scale))
+    if _pooled_levels(mask):
+        tables = _pooled_key_tables(k, v, mask, scale)
+        parts.append(_attend_pooled_keys(q_rows, tables, _pooled_key_groups(mask, B), bq, scale))
     if len(parts) == 1:
         out, lse = parts[0]
     else:
@@ -338,12 +298,13 @@ def gather_pyramid_attention(
     return out, None
 
 
-def cached_full_blocks(mask: LevelMask) -> torch.Tensor | None:
-    """The boolean table of the blocks read in full, or None when there are none; cached on the mask."""
-    if "full_table" not in mask._derived:
-        full = mask.levels == 0
-        mask._derived["full_table"] = full if bool(full.any()) else None
-    return mask._derived["full_table"]
+def cached_full_blocks(mask: LevelMask) -> BlockSparseMask | None:
+    """The blocks read in full as a binary mask (rows may be empty), or None when there are none; cached on the
+    mask, so that the gather path's row groups are cached on it in turn."""
+    if "full_blocks" not in mask._derived:
+        full = mask.full_blocks()
+        mask._derived["full_blocks"] = full if bool(full.blocks.any()) else None
+    return mask._derived["full_blocks"]
 
 
 # --------------------------------------------------------------------------------------------------
