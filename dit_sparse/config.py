@@ -537,11 +537,15 @@ def _validate_sparsed(params: dict[str, Any], block_size: int) -> None:
             _check_fraction(name, params[name])
     if "min_blocks_per_row" in params:
         _check_int("min_blocks_per_row", params["min_blocks_per_row"], 1)
+    _check_row_stride(params, block_size)
+    _check_kv_block_size(params.get("kv_block_size"))
+
+
+def _check_row_stride(params: dict[str, Any], block_size: int) -> None:
     if "row_stride" in params:
         _check_int("row_stride", params["row_stride"], 1)
         if block_size % params["row_stride"]:
             raise ValueError(f"row_stride must divide the block size {block_size}, got {params['row_stride']}")
-    _check_kv_block_size(params.get("kv_block_size"))
 
 
 def _check_kv_block_size(kv_block: Any) -> None:
@@ -599,10 +603,7 @@ def _validate_pyramid(params: dict[str, Any], block_size: int) -> None:
     _validate_adaspa(params, block_size)
     kv_block = params.get("kv_block_size")
     _check_kv_block_size(kv_block)
-    if "row_stride" in params:
-        _check_int("row_stride", params["row_stride"], 1)
-        if block_size % params["row_stride"]:
-            raise ValueError(f"row_stride must divide the block size {block_size}, got {params['row_stride']}")
+    _check_row_stride(params, block_size)
     block_size = block_size if kv_block is None else kv_block  # levels pool inside kv blocks
     if params.get("allocation", "quota") not in ("mass", "quota"):
         raise ValueError(f"allocation must be 'mass' or 'quota', got {params['allocation']!r}")

@@ -38,7 +38,7 @@ import torch
 
 from ._version import __version__
 from .cost import CostModel
-from .heads import HeadPattern, head_table, table_cost
+from .heads import HeadPattern, head_levels, table_cost
 from .layout import VideoLayout
 from .mask import SUPPORTED_BLOCK_SIZES
 from .utils import package_version
@@ -639,9 +639,8 @@ def head_costs(plan: SparsityPlan, bucket: int, layer: int, cache: dict | None =
             costs.append(1.0)
         else:
             # a level table costs its compute: a block pooled by 2^j is 1/2^j of a full one
-            table = head_table(pattern, plan.layout, plan.block_size, cache)
-            table = pattern.blocks if pattern.is_level_table else table
-            costs.append(cost.cost(float(table_cost(table).mean())))
+            levels = head_levels(pattern, plan.layout, plan.block_size, cache)
+            costs.append(cost.cost(float(table_cost(levels).mean())))
     return costs
 
 

@@ -6,7 +6,7 @@ import importlib.metadata
 import json
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -93,3 +93,14 @@ REPORTED_PACKAGES = (
 def package_versions() -> dict[str, str | None]:
     """Installed version of each of ``REPORTED_PACKAGES`` (None where not installed)."""
     return {name: package_version(name) for name in REPORTED_PACKAGES}
+
+
+def padding_groups(
+    key_lengths: Sequence[int] | None, query_lengths: Sequence[int] | None, batch: int, n: int
+) -> list[tuple[int, int, list[int]]]:
+    """Samples grouped by their padding: ``(kept keys, kept queries, sample indices)`` per distinct pair, in
+    ascending order; lengths default to ``n`` (no padding). ValueError for a length outside ``[1, n]``."""
+    lengths = list(zip(key_lengths or [n] * batch, query_lengths or [n] * batch, strict=True))
+    if any(not 0 < length <= n for pair in lengths for length in pair):
+        raise ValueError(f"padding lengths must be in [1, {n}], got {lengths}")
+    return [(*pair, [i for i, other in enumerate(lengths) if other == pair]) for pair in sorted(set(lengths))]

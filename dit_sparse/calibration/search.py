@@ -30,12 +30,14 @@ from dataclasses import dataclass
 import torch
 
 from ..cost import CostModel
-from ..heads import HeadPattern, head_levels, head_permutation, head_table, ordered_layout, table_cost, table_density
+from ..heads import HeadPattern, head_levels, head_permutation, ordered_layout, table_cost, table_density
 from ..kernels.pyramid import pool_keys_values
 from ..layout import VideoLayout
+from ..methods.base import fill_text_blocks
 from ..methods.pyramid import allocate_levels, ratios_for_density
 from ..patterns._tiles import tile_grid
 from ..scoring import block_attention_mass, row_logsumexp, select_blocks
+from ..utils import padding_groups
 
 MEMORY_BUDGET_BYTES = 1 << 28  # per row chunk of the streaming passes; bounds their temporaries
 
@@ -122,8 +124,7 @@ class _Group:
     grid: VideoLayout  # the grid the builders see
     indices: list[int]  # candidate indices
     mass: torch.Tensor | None = None  # (H, nQ, nK) float64: attention mass per block, summed over rows
-    tables: torch.Tensor | None = None  # (C_g, H, nQ, nK) bool, blocks read at any level, once templates resolve
-    levels: torch.Tensor | None = None  # (C_g, H, nQ, nK) int8: -1 dropped, 0 full, j pooled by 2^j
+    levels: torch.Tensor | None = None  # (C_g, H, nQ, nK) int8 (-1 dropped, 0 full, j pooled by 2^j), once resolved
     resolved: list[list[HeadPattern]] | None = None  # [candidate][head]
     squared_error: torch.Tensor | None = None  # (C_g, H) float64, rel-L2 mode
 
@@ -232,14 +233,10 @@ class HeadStatistics:
                 f"q has {q.shape[1]} heads and {q.shape[2]} tokens; these statistics are for {self.num_heads} heads "
                 f"and the layout's {self.layout.num_tokens} tokens ({self.layout})"
             )
-        B, n = q.shape[0], q.shape[2]
-        lengths = list(zip(key_lengths or [n] * B, query_lengths or [n] * B, strict=True))
-        if any(not 0 < length <= n for pair in lengths for length in pair):
-            raise ValueError(f"padding lengths must be in [1, {n}], got {lengths}")
-        for pair in sorted(set(lengths)):
-            rows = [i for i, other in enumerate(lengths) if other == pair]
+        B = q.shape[0]
+        for n_keys, n_queries, rows in padding_groups(key_lengths, query_lengths, B, q.shape[2]):
             sub = (q, k, v) if len(rows) == B else (q[rows], k[rows], v[rows])
-            self._add(*sub, *pair)
+            self._add(*sub, n_keys, n_queries)
 
     def _add(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, n_keys: int, n_queries: int) -> None:
         """Samples whose first ``n_keys`` keys and ``n_queries`` queries are kept (the rest is padding)."""
@@ -273,7 +270,7 @@ class HeadStatistics:
                 )
             if self.metric == "recall":
                 group.mass += self._weighted_mass(gq, gk, glse, scale, n_queries)
-                group.tables = group.resolved = None  # templates follow the accumulated mass
+                group.levels = group.resolved = None  # templates follow the accumulated mass
                 continue
             if first:
                 first_mass = torch.zeros_like(group.mass)
@@ -368,11 +365,6 @@ class HeadStatistics:
             group.squared_error += (outputs - dense).double().pow(2).sum(dim=(1, 3, 4))
 
     # -- templates ------------------------------------------------------------------------------------------
-    def _text_blocks(self) -> torch.Tensor:
-        text = torch.zeros(self.n_blocks, dtype=torch.bool)
-        text[torch.arange(self.layout.num_tokens)[self.layout.text_slice] // self.block_size] = True
-        return text
-
     def _stripe_columns(self, column_mass: torch.Tensor, count: int, grid: VideoLayout) -> list[list[int]]:
         """Video-token ranges of the ``count`` kv blocks (holding video) with the most mass."""
         b, start, stop = self.block_size, grid.video_start, grid.video_start + grid.video_tokens
@@ -394,15 +386,11 @@ class HeadStatistics:
         if candidate.kind == "mask":
             rows = self._rows_per_block(head_mass.device)[:, None]
             row_mass = (head_mass / rows)[None, None].float()
-            text = self._text_blocks()
             if "pyramid" in candidate.params:  # PSA's quotas over each row's blocks ranked by mass
-                levels = allocate_levels(row_mass, ratios_for_density(candidate.params["pyramid"]))[0, 0].cpu()
-                levels[text, :] = 0
-                levels[:, text] = 0
-                return HeadPattern("mask", {}, order=candidate.order, blocks=levels)
-            table = select_blocks(row_mass, tau=candidate.params["tau"])[0, 0].cpu()
-            table[text, :] = True
-            table[:, text] = True
+                table = allocate_levels(row_mass, ratios_for_density(candidate.params["pyramid"]))[0, 0].cpu()
+            else:
+                table = select_blocks(row_mass, tau=candidate.params["tau"])[0, 0].cpu()
+            fill_text_blocks(table, self.layout, self.block_size, True if table.dtype == torch.bool else 0)
             return HeadPattern("mask", {}, order=candidate.order, blocks=table)
         params = {}
         for part in candidate.parts:
@@ -418,17 +406,12 @@ class HeadStatistics:
             [self._resolve_one(self.candidates[i], mass[h], group.grid) for h in range(self.num_heads)]
             for i in group.indices
         ]
-        tables = [
-            torch.stack([head_table(p, self.layout, self.block_size, self._table_cache) for p in heads])
-            for heads in resolved
-        ]
         levels = [
             torch.stack([head_levels(p, self.layout, self.block_size, self._table_cache) for p in heads])
             for heads in resolved
         ]
         group.resolved = resolved
-        group.tables = torch.stack(tables).to(mass.device)  # (C_g, H, nQ, nK)
-        group.levels = torch.stack(levels).to(mass.device)
+        group.levels = torch.stack(levels).to(mass.device)  # (C_g, H, nQ, nK)
 
     # -- results -------------------------------------------------------------------------------------------
     def measurements(self) -> list[list[Measurement]]:
@@ -447,9 +430,10 @@ class HeadStatistics:
                     Measurement(index, pattern, 0.0, 0.0, recall, None if rel is None else float(rel[h]))
                 )
         for group in self.groups.values():
-            if group.tables is None:
+            if group.levels is None:
                 self._resolve(group, group.mass)
-            recall = torch.einsum("hij,chij->ch", group.mass, group.tables.double()) / self.rows  # (C_g, H)
+            read = (group.levels != -1).double()  # blocks read at any level
+            recall = torch.einsum("hij,chij->ch", group.mass, read) / self.rows  # (C_g, H)
             rel = None if group.squared_error is None else (group.squared_error / reference).sqrt()
             fractions = table_cost(group.levels).mean(dim=(2, 3))  # (C_g, H): compute, in full blocks
             for c, index in enumerate(group.indices):

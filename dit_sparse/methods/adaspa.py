@@ -66,9 +66,9 @@ class MassSearchMethod(Method):
     def mask_from_mass(self, mass: torch.Tensor, call: AttentionCall, params: dict) -> BlockSparseMask | LevelMask:
         raise NotImplementedError(f"{type(self).__name__} must implement mask_from_mass")
 
-    def mass_block_size(self, params: dict) -> int | tuple[int, int]:
+    def mass_block_size(self, params: dict) -> tuple[int, int]:
         """The (q, kv) blocks the masses are measured over and the mask is made of."""
-        return self.config.block_size
+        return (self.config.block_size, self.config.block_size)
 
     def plan_for(self, call: AttentionCall) -> AttentionPlan:
         params = self.config.method_params(call.layer)
@@ -77,8 +77,7 @@ class MassSearchMethod(Method):
             first = key not in self._lse
             # with row_stride s (pyramid's, ours), the mass over every s-th query row of each q block
             stride = params.get("row_stride", 1)
-            blocks = self.mass_block_size(params)
-            bq, bk = (blocks, blocks) if isinstance(blocks, int) else blocks
+            bq, bk = self.mass_block_size(params)
             mass, lse = block_attention_mass(
                 call.q[:, :, ::stride], call.k, block_size=(bq // stride, bk), lse=self._lse.get(key), return_lse=True
             )

@@ -143,6 +143,14 @@ def mask_keeping_text(
     Selections by score or mass may drop text blocks; the architecture keeps text rows and columns dense.
     ``block_size`` is one size or ``(q block, kv block)``.
     """
+    fill_text_blocks(table, layout, block_size, True)
+    n = layout.num_tokens
+    return BlockSparseMask.from_dense(table, block_size, (n, n), name=name)
+
+
+def fill_text_blocks(table: torch.Tensor, layout: VideoLayout, block_size: int | tuple[int, int], value) -> None:
+    """Set, in place, every row and column of a ``(..., nQ, nK)`` block table whose block holds text to ``value``
+    (kept for a bool table, full for a level table); ``block_size`` is one size or ``(q block, kv block)``."""
     text_tokens = torch.arange(layout.num_tokens)[layout.text_slice]
     sizes = (block_size, block_size) if isinstance(block_size, int) else block_size
     for dim, size in zip((-2, -1), sizes, strict=True):
@@ -150,6 +158,4 @@ def mask_keeping_text(
         text[text_tokens // size] = True
         index = [slice(None)] * table.dim()
         index[dim] = text.to(table.device)
-        table[tuple(index)] = True
-    n = layout.num_tokens
-    return BlockSparseMask.from_dense(table, block_size, (n, n), name=name)
+        table[tuple(index)] = value

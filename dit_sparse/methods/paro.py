@@ -38,6 +38,7 @@ from ..kernels.quant import dequantize_per_block, quantize_per_block, smooth_key
 from ..layout import ORDERS, VideoLayout
 from ..mask import BlockSparseMask
 from ..scoring import block_attention_mass, select_blocks
+from ..utils import padding_groups
 from .base import AttentionCall, AttentionPlan, Method, mask_keeping_text
 
 
@@ -86,16 +87,13 @@ class OrderStatistics:
                 f"{k.shape[-2]}"
             )
         B, H, n = q.shape[0], q.shape[1], q.shape[2]
-        lengths = list(zip(key_lengths or [n] * B, query_lengths or [n] * B, strict=True))
-        if any(not 0 < length <= n for pair in lengths for length in pair):
-            raise ValueError(f"padding lengths must be in [1, {n}], got {lengths}")
+        groups = padding_groups(key_lengths, query_lengths, B, n)
         n_blocks = -(-n // self.block_size)
         for order in orders:
             perm = self.layout.permutation(order, device=q.device)
             mass = torch.zeros(H, n_blocks, n_blocks, dtype=torch.float32)
             error = torch.zeros(H, dtype=torch.float32)
-            for n_keys, n_queries in sorted(set(lengths)):
-                rows = [i for i, pair in enumerate(lengths) if pair == (n_keys, n_queries)]
+            for n_keys, n_queries, rows in groups:
                 tail = min(n_keys, n_queries)
                 if tail < n and not torch.equal(perm[tail:].cpu(), torch.arange(tail, n)):
                     raise ValueError(f"padded tokens must keep their place under order {order} (text stays in place)")

@@ -53,7 +53,7 @@ import torch
 from ..layout import VideoLayout
 from ..levels import DROPPED, LevelMask
 from .adaspa import MassSearchMethod
-from .base import AttentionCall
+from .base import AttentionCall, fill_text_blocks
 
 # PSA's default quotas (fraction of a q block's kv blocks) for full, pooled by 2, by 4, by 8.
 PSA_RATIOS = (0.10, 0.05, 0.0, 0.20)
@@ -166,22 +166,15 @@ def levels_keeping_text(
     levels: torch.Tensor, layout: VideoLayout, block_size: int | tuple[int, int], max_level: int, name: str
 ) -> LevelMask:
     """A level mask with every block that holds text full (rows and columns), as binary methods keep text."""
+    fill_text_blocks(levels, layout, block_size, 0)
     n = layout.num_tokens
-    text_tokens = torch.arange(n)[layout.text_slice]
-    sizes = (block_size, block_size) if isinstance(block_size, int) else block_size
-    for dim, size in zip((-2, -1), sizes, strict=True):
-        text = torch.zeros(-(-n // size), dtype=torch.bool)
-        text[text_tokens // size] = True
-        index = [slice(None)] * levels.dim()
-        index[dim] = text.to(levels.device)
-        levels[tuple(index)] = 0
     return LevelMask(levels, block_size, (n, n), max_level=max_level, name=name)
 
 
 class PyramidMethod(MassSearchMethod):
     name = "pyramid"
 
-    def mass_block_size(self, params: dict) -> int | tuple[int, int]:
+    def mass_block_size(self, params: dict) -> tuple[int, int]:
         return (self.config.block_size, params["kv_block_size"] or self.config.block_size)
 
     def mask_from_mass(self, mass: torch.Tensor, call: AttentionCall, params: dict) -> LevelMask:
