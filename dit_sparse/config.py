@@ -237,6 +237,12 @@ class SparseAttentionConfig:
             is not selected: see :func:`dit_sparse.pyramid_attention`), at ``1 / 2^levels`` of a block's cost
             each; ``None`` drops them. ``2^levels`` must divide the block size; not with ``quant`` or method
             ``"pyramid"`` (which allocates its own levels).
+        merge_padding_keys (`bool`, defaults to True): cross-attention calls whose keys end in a run of
+            identical rows (Wan-family pipelines pad the prompt with zero rows to 512 tokens, which all become
+            the same key and value) attend to the run as one key with ``log(run length)`` added to its score:
+            the same result up to rounding, at the cost of the prompt's own tokens (see
+            :mod:`dit_sparse.integration.cross`). Applies to every method, ``"dense"`` included, so a dense
+            baseline measured through dit-sparse gets it too. ``False`` leaves cross-attention untouched.
 
     Example:
         >>> cfg = SparseAttentionConfig(method="radial", dense_steps=2, decay_factor=1.0)
@@ -255,6 +261,7 @@ class SparseAttentionConfig:
     params: dict[str, Any] = field(default_factory=dict)
     plan: Any = None
     levels: int | None = None
+    merge_padding_keys: bool = True
 
     def __init__(
         self,
@@ -270,10 +277,12 @@ class SparseAttentionConfig:
         params: dict[str, Any] | None = None,
         plan: Any = None,
         levels: int | None = None,
+        merge_padding_keys: bool = True,
         **method_params: Any,
     ) -> None:
         self.method = method
         self.levels = levels
+        self.merge_padding_keys = merge_padding_keys
         self.dense_steps = dense_steps
         self.dense_layers = _as_tuple("dense_layers", dense_layers)
         self.block_size = block_size
@@ -308,6 +317,8 @@ class SparseAttentionConfig:
         if self.method not in METHOD_NAMES:
             raise ValueError(f"unknown method {self.method!r}; choose one of {list(METHOD_NAMES)}")
         _check_int("dense_steps", self.dense_steps, 0)
+        if not isinstance(self.merge_padding_keys, bool):
+            raise ValueError(f"merge_padding_keys must be True or False, got {self.merge_padding_keys!r}")
         for layer in self.dense_layers:
             _check_int("dense_layers entries", layer, 0)
         if self.block_size not in (16, 32, 64, 128, 256):

@@ -277,6 +277,9 @@ def speed_report(dense: dict, sparse: dict) -> dict[str, Any]:
         "overhead_seconds": sparse.get("overhead_seconds"),
         "overhead_fraction": sparse.get("overhead_fraction"),
         "full_mask_calls": sparse.get("full_mask_calls"),
+        # cross-attention calls whose repeated padding keys were merged, in each run (both runs, or neither)
+        "merged_cross_calls": {"dense": dense.get("merged_cross_calls"), "sparse": sparse.get("merged_cross_calls")},
+        "merged_keys_per_call": sparse.get("merged_keys_per_call"),
     }
 
 
@@ -318,6 +321,13 @@ def markdown_table(report: dict) -> str:
             f"inside sparse self-attention: mask searches {speed.get('search_seconds') or 0.0:.3f} s, dit-sparse's "
             f"own work besides kernels and searches {speed['overhead_seconds']:.3f} s ({100 * fraction:.1f}%); "
             f"{speed.get('full_mask_calls') or 0} calls kept every block and ran dense"
+        )
+    merged = speed.get("merged_cross_calls") or {}
+    if merged.get("sparse") and merged.get("dense"):
+        lines.append(
+            f"both runs' cross-attention merged the prompt's repeated padding keys into one (exact up to rounding; "
+            f"{merged['sparse']} calls, {speed.get('merged_keys_per_call') or 0:.0f} keys fewer each), so the two runs "
+            "differ in self-attention only"
         )
     if quality:
         lines.append(f"PSNR {quality.get('psnr'):.2f} dB, SSIM {quality.get('ssim'):.4f} (sparse vs dense, same seed)")

@@ -163,7 +163,9 @@ def _generate(args: argparse.Namespace, config: SparseAttentionConfig, device: s
         "ulysses": args.ulysses,
     }
     if args.compare_dense:
-        dense_frames, dense_stats = run_once(pipe, settings, SparseAttentionConfig("dense"))
+        # the baseline runs the same path: padding keys merged in its cross-attention exactly when the sparse run's are
+        baseline = SparseAttentionConfig("dense", merge_padding_keys=config.merge_padding_keys)
+        dense_frames, dense_stats = run_once(pipe, settings, baseline)
     frames, stats = run_once(pipe, settings, config)
     if rank != 0:  # every rank holds the same video
         return 0

@@ -13,7 +13,16 @@ import torch
 from ..config import SparseAttentionConfig
 from ..plan import PLAN_FORMAT, SparsityPlan, config_hash
 from .bridge import backend_member
-from .hooks import ATTENTION_HOOK, TRANSFORMER_HOOK, SparseAttentionHook, SparseTransformerHook, register, unregister
+from .hooks import (
+    ATTENTION_HOOK,
+    CROSS_HOOK,
+    TRANSFORMER_HOOK,
+    CrossAttentionHook,
+    SparseAttentionHook,
+    SparseTransformerHook,
+    register,
+    unregister,
+)
 from .specs import spec_for
 from .state import SparseState
 
@@ -106,7 +115,9 @@ def apply_sparse_attention(target: Any, config: Any = None) -> None:
 
     Per instance and reversible: other pipelines in the process are untouched, and
     :func:`remove_sparse_attention` restores bit-identical dense output. Applying again replaces the
-    previous configuration (it is removed first). Cross-attention is never touched.
+    previous configuration (it is removed first). Cross-attention stays dense; where its keys end in repeated
+    padding rows (Wan's zero-padded prompts) they are merged into one key, which gives the same result up to
+    rounding (``config.merge_padding_keys``, on by default; see :mod:`dit_sparse.integration.cross`).
 
     Args:
         target: a supported diffusers pipeline (all its transformers, e.g. both of Wan 2.2) or transformer.
@@ -138,6 +149,13 @@ def apply_sparse_attention(target: Any, config: Any = None) -> None:
                 processor = copy.copy(layer.processor)
                 processor._attention_backend = member
                 layer.processor = processor
+        cross = _cross_attention_modules(module, layers) if config.merge_padding_keys else []
+        state.cross_layers, state.original_cross_processors = cross, [layer.processor for layer in cross]
+        for layer in cross:
+            processor = copy.copy(layer.processor)
+            backend, processor._attention_backend = processor._attention_backend, backend_member()
+            layer.processor = processor
+            register(layer, CrossAttentionHook(state, backend), CROSS_HOOK)
         register(module, SparseTransformerHook(state), TRANSFORMER_HOOK)
         for index, layer in enumerate(layers):
             register(layer, SparseAttentionHook(state, index, spec.bridge), ATTENTION_HOOK)
@@ -146,16 +164,37 @@ def apply_sparse_attention(target: Any, config: Any = None) -> None:
         logger.info("dit-sparse: %s on %s (%d self-attention layers)", config.method, spec.name, len(layers))
 
 
+def _cross_attention_modules(transformer: torch.nn.Module, self_attention: list) -> list[torch.nn.Module]:
+    """The text cross-attention modules (``attn2``) whose processors call diffusers' dispatcher (the Wan family);
+    other cross-attention (Wan Animate's face adapters) is left alone."""
+    own = {id(layer) for layer in self_attention}
+    return [
+        m
+        for name, m in transformer.named_modules()
+        if name.rsplit(".", 1)[-1] == "attn2"
+        and getattr(m, "is_cross_attention", False) is True
+        and id(m) not in own
+        and hasattr(getattr(m, "processor", None), "_attention_backend")
+    ]
+
+
+def _restore_processor(layer: torch.nn.Module, original: Any) -> None:
+    # enable_parallelism() after apply set the config on our copies only; the restored processor needs it.
+    parallel = getattr(layer.processor, "_parallel_config", None)
+    if parallel is not None and hasattr(original, "_parallel_config"):
+        original._parallel_config = parallel
+    layer.processor = original
+
+
 def _remove(module: torch.nn.Module) -> None:
     state: SparseState = getattr(module, _STATE_ATTR)
     layers = state.spec.self_attention(module)
+    for layer, original in zip(state.cross_layers, state.original_cross_processors, strict=True):
+        unregister(layer, CROSS_HOOK)
+        _restore_processor(layer, original)
     for layer, original in zip(layers, state.original_processors, strict=True):
         unregister(layer, ATTENTION_HOOK)
-        # enable_parallelism() after apply set the config on our copies only; the restored processor needs it.
-        parallel = getattr(layer.processor, "_parallel_config", None)
-        if parallel is not None and hasattr(original, "_parallel_config"):
-            original._parallel_config = parallel
-        layer.processor = original
+        _restore_processor(layer, original)
     unregister(module, TRANSFORMER_HOOK)
     module._diffusers_hook.invalidate_child_registries_cache()
     delattr(module, _STATE_ATTR)
@@ -183,8 +222,10 @@ def summary(target: Any) -> dict[str, Any]:
     ``search_seconds`` (method calls that searched or built a mask: scoring passes, pattern construction),
     ``overhead_seconds`` (dit-sparse's own work besides the attention kernels and the searches: mask
     lookups, permutations, head slicing, the transformer hook) and ``overhead_fraction`` (that over
-    ``attention_seconds``), and for pipelines with several transformers their own summaries under
-    ``transformers``.
+    ``attention_seconds``), ``cross_attention_calls`` (calls of the cross-attention modules dit-sparse
+    watches, Wan's ``attn2``), ``merged_cross_calls`` (those whose repeated padding keys were merged into
+    one) and ``merged_keys_per_call`` (keys each such merge left out, on average), and for pipelines with
+    several transformers their own summaries under ``transformers``.
     """
     states = [(name, sparse_state(module)) for name, module in _transformers(target)]
     states = [(name, state) for name, state in states if state is not None]
@@ -213,5 +254,15 @@ def summary(target: Any) -> dict[str, Any]:
         "reuses": sum(p["reuses"] for p in parts.values()),
         "per_layer": first["per_layer"],
         "attention_calls": calls,
+        "cross_attention_calls": sum(p["cross_attention_calls"] for p in parts.values()),
+        "merged_cross_calls": sum(p["merged_cross_calls"] for p in parts.values()),
+        "merged_keys_per_call": _weighted_mean(
+            [(p["merged_keys_per_call"], p["merged_cross_calls"]) for p in parts.values()]
+        ),
         "transformers": parts,
     }
+
+
+def _weighted_mean(pairs: list[tuple[float | None, int]]) -> float | None:
+    total = sum(n for value, n in pairs if value is not None)
+    return sum(value * n for value, n in pairs if value is not None) / total if total else None

@@ -41,6 +41,11 @@ BACKEND_NAME = "dit_sparse"
 _ACTIVE: contextvars.ContextVar[tuple[SparseState, int] | None] = contextvars.ContextVar(
     "dit_sparse_active_layer", default=None
 )
+# Set while a cross-attention module that dit-sparse merges padding keys in runs: its state and the module's
+# original backend (see :mod:`dit_sparse.integration.cross`).
+_CROSS: contextvars.ContextVar[tuple[SparseState, Any] | None] = contextvars.ContextVar(
+    "dit_sparse_cross_attention", default=None
+)
 
 
 def active_layer() -> tuple[SparseState, int] | None:
@@ -53,6 +58,14 @@ def enter_layer(state: SparseState, layer: int) -> contextvars.Token:
 
 def exit_layer(token: contextvars.Token) -> None:
     _ACTIVE.reset(token)
+
+
+def enter_cross(state: SparseState, backend: Any) -> contextvars.Token:
+    return _CROSS.set((state, backend))
+
+
+def exit_cross(token: contextvars.Token) -> None:
+    _CROSS.reset(token)
 
 
 def _dit_sparse_backend(
@@ -90,8 +103,14 @@ def _dit_sparse_backend(
             parallel_config=_parallel_config if context_parallel else None,
         )
 
-    if active is None:  # a call that no dit-sparse hook announced: plain SDPA
-        return dense(AttentionBackendName.NATIVE)
+    if active is None:
+        cross = _CROSS.get()
+        if cross is not None and not context_parallel:  # a cross-attention module's call
+            state, backend = cross
+            return state.attend_cross(
+                query, key, value, attn_mask, dropout_p, is_causal, scale, dense_fn=lambda: dense(backend)
+            )
+        return dense(AttentionBackendName.NATIVE)  # a call that no dit-sparse hook announced: plain SDPA
     state, layer = active
     if dropout_p or is_causal:
         raise ValueError("dit-sparse attention is for inference: dropout_p must be 0 and is_causal False")

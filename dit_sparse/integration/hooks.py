@@ -1,4 +1,5 @@
-"""diffusers hooks: one on the transformer (layout, step, context, timing), one per self-attention module."""
+"""diffusers hooks: one on the transformer (layout, step, context, timing), one per self-attention module, and
+one per cross-attention module whose repeated padding keys are merged."""
 
 from __future__ import annotations
 
@@ -8,11 +9,12 @@ import torch
 from diffusers.hooks import HookRegistry, ModelHook
 from diffusers.hooks.hooks import BaseState, StateManager
 
-from .bridge import SDPAOverride, active_backend_scope, enter_layer, exit_layer
+from .bridge import SDPAOverride, active_backend_scope, enter_cross, enter_layer, exit_cross, exit_layer
 from .state import SparseState
 
 TRANSFORMER_HOOK = "dit_sparse_transformer"
 ATTENTION_HOOK = "dit_sparse_attention"
+CROSS_HOOK = "dit_sparse_cross_attention"
 
 
 class _NoState(BaseState):
@@ -66,6 +68,22 @@ class SparseAttentionHook(ModelHook):
                 return self.fn_ref.original_forward(*args, **kwargs)
         finally:
             exit_layer(token)
+
+
+class CrossAttentionHook(ModelHook):
+    """Announces a cross-attention module to the bridge for the duration of its forward."""
+
+    def __init__(self, state: SparseState, backend) -> None:
+        super().__init__()
+        self.sparse = state
+        self.backend = backend  # the module's own attention backend, for calls that are not merged
+
+    def new_forward(self, module: torch.nn.Module, *args, **kwargs):
+        token = enter_cross(self.sparse, self.backend)
+        try:
+            return self.fn_ref.original_forward(*args, **kwargs)
+        finally:
+            exit_cross(token)
 
 
 def register(module: torch.nn.Module, hook: ModelHook, name: str) -> None:

@@ -19,6 +19,7 @@ from ..layout import VideoLayout, invert_permutation
 from ..levels import LevelMask
 from ..mask import BlockSparseMask
 from ..methods import AttentionCall, AttentionPlan, build_method
+from .cross import can_merge, merged_cross_attention, repeated_tail_start
 from .specs import ModelSpec
 
 logger = logging.getLogger(__name__)
@@ -80,6 +81,9 @@ class SparseState:
         self.total_seconds: float | None = None
         # Callables (state, layer, q, k, v) told of every self-attention call, e.g. to capture inputs.
         self.observers: list[Callable[..., None]] = []
+        # Cross-attention modules whose padding keys are merged, and their processors before dit-sparse's copies.
+        self.cross_layers: list[torch.nn.Module] = []
+        self.original_cross_processors: list[Any] = []
         self.begin_generation()
 
     # -- schedule ------------------------------------------------------------------------------------
@@ -105,6 +109,9 @@ class SparseState:
         self.hook_seconds = 0.0  # the transformer hook's own work per forward (binding, layout, step)
         self.calls = 0
         self.full_mask_calls = 0
+        self.cross_calls = 0  # cross-attention calls seen by attend_cross
+        self.merged_cross_calls = 0  # of those, calls whose repeated padding keys were merged
+        self.merged_keys = 0  # keys those merges left out, summed over the calls
         self.layer_density_sum = [0.0] * len(self._original_backends)
         self.layer_calls = [0] * len(self._original_backends)
         self.total_seconds = None
@@ -367,6 +374,31 @@ class SparseState:
             out[i, :, length:] = 0
         return out
 
+    @torch.compiler.disable
+    def attend_cross(
+        self,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        attn_mask: torch.Tensor | None,
+        dropout_p: float,
+        is_causal: bool,
+        scale: float | None,
+        dense_fn: Callable[[], torch.Tensor],
+    ) -> torch.Tensor:
+        """One cross-attention call, ``(B, N, H, D)`` in and out as diffusers passes them: the keys' trailing run
+        of identical rows (zero-padded text) merged into one key (exact, see :mod:`dit_sparse.integration.cross`),
+        else ``dense_fn``."""
+        self.cross_calls += 1
+        if not can_merge(query, attn_mask, dropout_p, is_causal):
+            return dense_fn()
+        start = repeated_tail_start(key, value)
+        if start is None:
+            return dense_fn()
+        self.merged_cross_calls += 1
+        self.merged_keys += key.shape[1] - start - 1
+        return merged_cross_attention(query, key, value, start, scale)
+
     # -- report -----------------------------------------------------------------------------------------
     def summary(self) -> dict[str, Any]:
         per_layer = [s / n if n else None for s, n in zip(self.layer_density_sum, self.layer_calls, strict=True)]
@@ -392,6 +424,9 @@ class SparseState:
             "steps": self.step + 1 if self.calls else 0,
             "layout": None if self.layout is None else vars(self.layout).copy(),
             "mean_layer_density": sum(counted) / len(counted) if counted else None,
+            "cross_attention_calls": self.cross_calls,
+            "merged_cross_calls": self.merged_cross_calls,
+            "merged_keys_per_call": self.merged_keys / self.merged_cross_calls if self.merged_cross_calls else None,
         }
 
 

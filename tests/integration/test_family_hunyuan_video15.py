@@ -45,7 +45,7 @@ def run_kwargs(make_kwargs, steps: int = 3):
 def test_text_to_video_meets_the_contract_and_leaves_the_token_refiner_dense():
     """The contract on T2V with CFG (a cond and an uncond transformer call per step, no step index) at batch 2.
     The text token refiner's self-attention is text only and not in the spec: its outputs (which depend on the
-    text and the timestep alone) are bit-identical in all 8 runs, whatever config dit-sparse runs."""
+    text and the timestep alone) are bit-identical in all 9 runs, whatever config dit-sparse runs."""
     pipe = tiny_hunyuan_video15_pipeline()
     layers = spec_for(pipe.transformer).self_attention(pipe.transformer)
     assert layers == [block.attn for block in pipe.transformer.transformer_blocks]
@@ -57,7 +57,7 @@ def test_text_to_video_meets_the_contract_and_leaves_the_token_refiner_dense():
         handle.remove()
     assert all(d < 0.9 for d in densities.values())
     per_run = 3 * 2  # steps x (cond, uncond)
-    assert len(refined) == 8 * per_run
+    assert len(refined) == 9 * per_run
     assert all(torch.equal(out, refined[i % per_run]) for i, out in enumerate(refined))
 
 

@@ -13,7 +13,7 @@ from tiny_wan_animate import TOKEN_GRID, call_kwargs, frames, tiny_wan_animate_p
 
 import dit_sparse as ds
 from dit_sparse.integration.apply import sparse_state
-from dit_sparse.integration.hooks import ATTENTION_HOOK
+from dit_sparse.integration.hooks import ATTENTION_HOOK, CROSS_HOOK
 from dit_sparse.pipelines import SparseWanAnimatePipeline
 
 FRAMES = 17  # one window: 5 latent frames + the reference frame = 6 x 9 x 7 = 378 tokens
@@ -51,9 +51,10 @@ def test_exact_when_dense_sparse_otherwise_and_removable():
 
 
 def test_self_attention_sees_the_reference_frame_then_the_video_and_face_adapters_stay_dense():
-    """Only ``blocks[i].attn1`` goes through dit-sparse, over (1 + 3 latent frames) x 9 x 7 tokens; the face
-    adapters (per-frame cross-attention to the face motion tokens) and ``attn2`` keep their processors, which call
-    diffusers' default attention."""
+    """Only ``blocks[i].attn1`` goes through dit-sparse's self-attention, over (1 + 3 latent frames) x 9 x 7 tokens;
+    the face adapters (per-frame cross-attention to the face motion tokens) keep their processors, which call
+    diffusers' default attention; ``attn2`` (text) only has its repeated padding keys merged, and gets its own
+    processor back on removal."""
     pipe = tiny_wan_animate_pipeline()
     transformer = pipe.transformer
     face = [adapter.processor for adapter in transformer.face_adapter]
@@ -72,11 +73,15 @@ def test_self_attention_sees_the_reference_frame_then_the_video_and_face_adapter
     # dit-sparse saw the attn1 calls only; the face adapters and attn2 ran their own processor objects
     assert all(a.processor is p for a, p in zip(transformer.face_adapter, face, strict=True))
     assert all(processor._attention_backend is None for processor in face)
-    assert all(b.attn2.processor is p for b, p in zip(transformer.blocks, cross, strict=True))
     hooked = [name for name, module in transformer.named_modules() if ATTENTION_HOOK in hooks(module)]
     assert hooked == ["blocks.0.attn1", "blocks.1.attn1"]
+    merged = [name for name, module in transformer.named_modules() if CROSS_HOOK in hooks(module)]
+    assert merged == ["blocks.0.attn2", "blocks.1.attn2"]
+    assert ds.summary(pipe)["cross_attention_calls"] > 0
     ds.remove_sparse_attention(pipe)
     assert all(b.attn1.processor is p for b, p in zip(transformer.blocks, self_attention, strict=True))
+    assert all(b.attn2.processor is p for b, p in zip(transformer.blocks, cross, strict=True))
+    assert not any(CROSS_HOOK in hooks(module) for module in transformer.modules())
 
 
 def test_replace_mode_has_the_same_sequence():
