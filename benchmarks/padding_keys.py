@@ -78,7 +78,8 @@ def main() -> None:
 
     def capture(module, args, kwargs):
         if "qkv" not in captured:
-            attn, hidden, context = module, args[0], kwargs["encoder_hidden_states"]
+            attn, hidden = module, args[0]
+            context = args[1] if len(args) > 1 else kwargs["encoder_hidden_states"]
             q = attn.norm_q(attn.to_q(hidden)).unflatten(2, (attn.heads, -1))
             k = attn.norm_k(attn.to_k(context)).unflatten(2, (attn.heads, -1))
             v = attn.to_v(context).unflatten(2, (attn.heads, -1))
