@@ -46,7 +46,14 @@ METHOD_PARAMS: dict[str, dict[str, Any]] = {
     },
     # SparseD schedule: dense for dense_steps, then masks by block mass found once and reused.
     # row_stride > 1 (ours) measures the block mass on every row_stride-th query row only (1 = SparseD's exact mass).
-    "sparsed": {"tau": 0.9, "fraction": None, "min_blocks_per_row": 1, "row_stride": 1, "kv_block_size": None},
+    "sparsed": {
+        "tau": 0.9,
+        "fraction": None,
+        "min_blocks_per_row": 1,
+        "row_stride": 1,
+        "kv_block_size": None,
+        "share_contexts": False,
+    },
     # AdaSpa (Xia et al., 2025): searches at search_steps (the paper's 10 and 30 of 50), reuse between.
     "adaspa": {"search_steps": (10, 30), "density": 0.2, "min_blocks_per_row": 1},
     # XAttention (Xu et al., 2025): antidiagonal scores with stride S, cumulative threshold tau; the reference's
@@ -550,6 +557,8 @@ def _validate_sparsed(params: dict[str, Any], block_size: int) -> None:
         _check_int("min_blocks_per_row", params["min_blocks_per_row"], 1)
     _check_row_stride(params, block_size)
     _check_kv_block_size(params.get("kv_block_size"))
+    if not isinstance(params.get("share_contexts", False), bool):
+        raise ValueError(f"share_contexts must be True or False, got {params['share_contexts']!r}")
 
 
 def _check_row_stride(params: dict[str, Any], block_size: int) -> None:

@@ -44,15 +44,18 @@ DEMO_DEFAULTS: dict[str, int | float] = {**GENERATION_DEFAULTS, "num_frames": 49
 # The sparse attention of that run, chosen from the measured frontier of every method at those settings
 # (`dit-sparse sweep --frames 49 --block-size 256`, benchmarks/results/2026-12-01-frontier-embedded-49f.md):
 # SparseD's schedule, dense for the first 4 of 20 steps, then the top 20% of blocks by attention mass, found once
-# per layer and context and reused; the mass is measured on every 4th query row (row_stride, ours: 27.13 dB
-# against 27.07 with every row, at a quarter of the search's cost). Blocks of 256 tokens (one latent frame here)
-# run ~80% as fast per block as dense SDPA on a CPU (~70% at 128).
+# per layer and reused; the mass is measured on every 4th query row (row_stride, ours: 27.13 dB against 27.07
+# with every row, at a quarter of the search's cost), and the cond and uncond passes share one mask
+# (share_contexts, ours: 27.82 dB against 27.13, half the searches; benchmarks/results/
+# 2026-12-02-frontier-embedded-49f-share-contexts.json). Blocks of 256 tokens (one latent frame here) run ~80% as
+# fast per block as dense SDPA on a CPU (~70% at 128).
 DEMO_SPARSE_ATTENTION: dict[str, object] = {
     "method": "sparsed",
     "fraction": 0.2,
     "dense_steps": 4,
     "block_size": 256,
     "row_stride": 4,
+    "share_contexts": True,
 }
 
 

@@ -29,6 +29,37 @@ def test_sparsed_searches_once_then_reuses(family, contexts):
     assert torch.isfinite(out).all() and not torch.equal(out, dense)
 
 
+def test_sparsed_shares_one_mask_between_the_cfg_passes():
+    """share_contexts: the cond pass (first in each step) searches, the uncond pass reuses its mask."""
+    _, make_pipeline, call = FAMILIES["wan"]
+    pipe = make_pipeline()
+    config = ds.SparseAttentionConfig(
+        "sparsed", block_size=16, backend="reference", dense_steps=1, fraction=0.3, share_contexts=True
+    )
+    ds.apply_sparse_attention(pipe, config)
+    seen = []
+    state = ds.integration.apply.sparse_state(pipe.transformer)
+    original = state.method.mask_for
+
+    def spy(attention_call):
+        mask = original(attention_call)
+        seen.append((attention_call.step, attention_call.context, attention_call.layer, mask))
+        return mask
+
+    state.method.mask_for = spy
+    out = generate(pipe, call, 4)
+    stats = ds.summary(pipe)
+    layers = len(stats["per_layer"])
+    assert stats["searches"] == layers  # once per layer, at step 1, on the cond pass
+    assert stats["reuses"] == layers * (2 * 3 - 1)  # the uncond pass of step 1, both passes of steps 2 and 3
+    masks = {(context, layer): mask for step, context, layer, mask in seen if step == 3}
+    assert {context for context, _ in masks} == {"cond", "uncond"}
+    assert all(masks[("cond", layer)] is masks[("uncond", layer)] for layer in range(layers))
+    assert torch.isfinite(out).all()
+    with pytest.raises(ValueError, match="share_contexts must be True or False"):
+        ds.SparseAttentionConfig("sparsed", fraction=0.3, share_contexts="yes")
+
+
 @pytest.mark.parametrize(("family", "contexts"), [("wan", 2), ("cogvideox", 1)])
 def test_adaspa_searches_at_its_steps_and_reuses_in_between(family, contexts):
     _, make_pipeline, call = FAMILIES[family]
