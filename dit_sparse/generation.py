@@ -6,6 +6,7 @@ import inspect
 import json
 import logging
 import os
+import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -250,6 +251,22 @@ def write_video(frames: np.ndarray, path: str, fps: int = 16) -> str:
     return path
 
 
+_MEDIAN_KEYS = ("total_seconds", "transformer_seconds", "attention_seconds", "search_seconds", "overhead_seconds")
+
+
+def median_stats(runs: list[dict]) -> dict:
+    """The last of ``runs`` (``run_once`` statistics of one config) with each time the median over all of them."""
+    stats = dict(runs[-1])
+    for key in _MEDIAN_KEYS:
+        values = [run[key] for run in runs if run.get(key) is not None]
+        if values:
+            stats[key] = statistics.median(values)
+    if stats.get("attention_seconds") and stats.get("overhead_seconds") is not None:
+        stats["overhead_fraction"] = stats["overhead_seconds"] / stats["attention_seconds"]
+    stats["repeats"] = len(runs)
+    return stats
+
+
 def speed_report(dense: dict, sparse: dict) -> dict[str, Any]:
     def ratio(key):
         return dense[key] / sparse[key] if sparse.get(key) else None
@@ -280,6 +297,7 @@ def speed_report(dense: dict, sparse: dict) -> dict[str, Any]:
         # cross-attention calls whose repeated padding keys were merged, in each run (both runs, or neither)
         "merged_cross_calls": {"dense": dense.get("merged_cross_calls"), "sparse": sparse.get("merged_cross_calls")},
         "merged_keys_per_call": sparse.get("merged_keys_per_call"),
+        "repeats": sparse.get("repeats", 1),
     }
 
 
@@ -302,6 +320,17 @@ def markdown_table(report: dict) -> str:
     ]
     lines = ["| | dense | sparse | speedup |", "|---|---|---|---|"]
     lines += [f"| {name} | {d:.3f} | {s:.3f} | {r:.2f}x |" for name, d, s, r in rows]
+    if speed.get("repeats", 1) > 1:
+        runs = report.get("runs") or {}
+        pairs = [
+            f"{d['transformer_seconds'] / s['transformer_seconds']:.2f}x"
+            for d, s in zip(runs.get("dense", []), runs.get("sparse", []), strict=False)
+        ]
+        lines += [
+            "",
+            f"medians of {speed['repeats']} runs each, dense and sparse alternately; the transformer speedup of each "
+            f"pair: {', '.join(pairs)}",
+        ]
     quality = report.get("quality", {})
     first_calls = speed.get("kernel_first_call_seconds") or {}
     if first_calls.get("sparse"):

@@ -15,6 +15,7 @@ from dit_sparse.generation import (
     init_context_parallel,
     load_pipeline,
     markdown_table,
+    median_stats,
     pipeline_args,
     run_once,
     save_report,
@@ -86,6 +87,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--offload", action="store_true", help="enable model CPU offload")
     parser.add_argument("--fps", type=positive_int, default=16)
     parser.add_argument("--compare-dense", action="store_true", help="also generate densely and report")
+    parser.add_argument(
+        "--repeats",
+        type=positive_int,
+        default=1,
+        metavar="N",
+        help="generate N times (with --compare-dense: dense and sparse alternately) and report the median times, "
+        "for machines whose speed drifts; every run's times are in report.json",
+    )
     parser.add_argument(
         "--ulysses",
         type=positive_int,
@@ -162,13 +171,21 @@ def _generate(args: argparse.Namespace, config: SparseAttentionConfig, device: s
         "settings": vars(settings),
         "ulysses": args.ulysses,
     }
-    if args.compare_dense:
-        # the baseline runs the same path: padding keys merged in its cross-attention exactly when the sparse run's are
-        baseline = SparseAttentionConfig("dense", merge_padding_keys=config.merge_padding_keys)
-        dense_frames, dense_stats = run_once(pipe, settings, baseline)
-    frames, stats = run_once(pipe, settings, config)
+    # the baseline runs the same path: padding keys merged in its cross-attention exactly when the sparse run's are
+    baseline = SparseAttentionConfig("dense", merge_padding_keys=config.merge_padding_keys)
+    dense_runs, sparse_runs = [], []
+    for _ in range(args.repeats):  # alternately, so that a drift in the machine's speed reaches both alike
+        if args.compare_dense:
+            dense_frames, dense_stats = run_once(pipe, settings, baseline)
+            dense_runs.append(dense_stats)
+        frames, stats = run_once(pipe, settings, config)
+        sparse_runs.append(stats)
     if rank != 0:  # every rank holds the same video
         return 0
+    if args.repeats > 1:
+        report["runs"] = {"dense": dense_runs, "sparse": sparse_runs}
+        stats = median_stats(sparse_runs)
+        dense_stats = median_stats(dense_runs) if args.compare_dense else None
     if args.compare_dense:
         report["dense_video"] = write_video(dense_frames, os.path.join(args.out, "dense.mp4"), args.fps)
     report["video"] = write_video(frames, os.path.join(args.out, "sparse.mp4"), args.fps)

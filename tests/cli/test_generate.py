@@ -43,6 +43,27 @@ def test_generate_with_compare_dense(wan_folder, tmp_path, capsys):
     assert "| self-attention (s) |" in printed and "PSNR" in printed
 
 
+def test_repeats_alternate_dense_and_sparse_and_report_the_medians(wan_folder, tmp_path, capsys):
+    out = tmp_path / "run"
+    code = main(["generate", "--model", wan_folder, *WAN_ARGS, *SPARSE_ARGS, "--compare-dense", "--repeats", "3",
+                 "--out", str(out)])  # fmt: skip
+    assert code == 0
+    report = json.loads((out / "report.json").read_text())
+    runs = report["runs"]
+    assert len(runs["dense"]) == len(runs["sparse"]) == 3
+    speed = report["speed"]
+    assert speed["repeats"] == 3
+    for kind in ("dense", "sparse"):
+        for key in ("total_seconds", "transformer_seconds", "attention_seconds"):
+            times = sorted(run[key] for run in runs[kind])
+            assert speed[kind][key] == times[1]  # the median of three
+    assert speed["speedup_transformer"] == pytest.approx(
+        speed["dense"]["transformer_seconds"] / speed["sparse"]["transformer_seconds"]
+    )
+    assert all(run["method"] == "dense" for run in runs["dense"]) and runs["sparse"][0]["method"] == "radial"
+    assert "medians of 3 runs each, dense and sparse alternately" in capsys.readouterr().out
+
+
 def test_image_model_writes_a_png(tmp_path):
     folder = tmp_path / "tiny-flux"
     tiny_flux_pipeline().save_pretrained(folder)
@@ -77,6 +98,7 @@ def test_bad_inputs_give_one_line_errors(args, message, tmp_path, capsys):
         (["--height", "1.5"], "--height: must be an integer, got '1.5'"),
         (["--dense-steps", "-1"], "--dense-steps: must be an integer >= 0, got -1"),
         (["--block-size", "0"], "--block-size: must be a positive integer, got 0"),
+        (["--repeats", "0"], "--repeats: must be a positive integer, got 0"),
     ],
 )
 def test_bad_numbers_exit_2_before_loading(args, message, tmp_path, capsys):
