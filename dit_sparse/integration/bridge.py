@@ -105,12 +105,14 @@ def _dit_sparse_backend(
 
     if active is None:
         cross = _CROSS.get()
-        if cross is not None and not context_parallel:  # a cross-attention module's call
-            state, backend = cross
-            return state.attend_cross(
-                query, key, value, attn_mask, dropout_p, is_causal, scale, dense_fn=lambda: dense(backend)
-            )
-        return dense(AttentionBackendName.NATIVE)  # a call that no dit-sparse hook announced: plain SDPA
+        if cross is None:  # a call that no dit-sparse hook announced: plain SDPA
+            return dense(AttentionBackendName.NATIVE)
+        state, backend = cross  # a cross-attention module's call; under context parallelism its own backend runs it
+        if context_parallel:
+            return dense(backend)
+        return state.attend_cross(
+            query, key, value, attn_mask, dropout_p, is_causal, scale, dense_fn=lambda: dense(backend)
+        )
     state, layer = active
     if dropout_p or is_causal:
         raise ValueError("dit-sparse attention is for inference: dropout_p must be 0 and is_causal False")
