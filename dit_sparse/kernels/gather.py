@@ -95,6 +95,11 @@ class _RowGroup:
     every_row: bool = False  # the group holds every row, in order
 
 
+def holds_every_row(rows: torch.Tensor, total: int) -> bool:
+    """Whether a group's ``rows`` are all ``total`` rows, in order (the one-call fast path of :func:`attend_rows`)."""
+    return len(rows) == total and bool(torch.equal(rows, torch.arange(total)))
+
+
 def _row_groups(mask: BlockSparseMask, batch: int) -> list[_RowGroup]:
     """The rows of ``mask`` broadcast to ``batch`` samples, grouped by kept-block count; cached on the mask."""
     key = ("gather_groups", batch)
@@ -118,8 +123,7 @@ def _row_groups(mask: BlockSparseMask, batch: int) -> list[_RowGroup]:
         if count == 0:
             continue  # rows that keep nothing stay zero (LSE -inf)
         kv_rows = (indices[rows, :count] + head_base[rows, None]).reshape(-1)  # (G * count,)
-        every_row = len(rows) == len(counts) and bool(torch.equal(rows, torch.arange(len(counts))))
-        groups.append(_RowGroup(count, count * bk - tail * tail_pad, rows, kv_rows, every_row))
+        groups.append(_RowGroup(count, count * bk - tail * tail_pad, rows, kv_rows, holds_every_row(rows, len(counts))))
     mask._derived[key] = groups
     return groups
 

@@ -45,7 +45,7 @@ import torch
 
 from ..levels import DROPPED, LevelMask
 from ..mask import BlockSparseMask
-from .gather import _blocked, _row_groups, _RowGroup, attend_rows
+from .gather import _blocked, _row_groups, _RowGroup, attend_rows, holds_every_row
 from .gpu_model import attention_configs, padded_head_dim
 from .triton_block_sparse import (
     LOG2E,
@@ -227,7 +227,7 @@ def _pooled_key_groups(mask: LevelMask, batch: int) -> list[_RowGroup]:
             group_rows = (padded == count).nonzero(as_tuple=True)[0]
             slot = torch.arange(count)
             index = torch.where(slot < counts[group_rows, None], starts[group_rows, None] + slot, len(keys) - 1)
-            every_row = len(group_rows) == len(counts) and bool(torch.equal(group_rows, torch.arange(len(counts))))
+            every_row = holds_every_row(group_rows, len(counts))
             result.append(_RowGroup(count, count, group_rows, keys[index].reshape(-1), every_row))
     mask._derived[cache_key] = result
     return result
